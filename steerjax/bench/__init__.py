@@ -1,0 +1,1 @@
+"""Benchmarks, one module each; run with `python -m steerjax.bench NAME`."""
