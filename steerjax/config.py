@@ -1,0 +1,143 @@
+"""The config schema every experiment starts from, and its validation.
+
+Every key an experiment may set is declared here with its default, so a typo
+in a config file or a `--config.key=value` override is caught before any work
+starts and reported as one line naming the key and what is allowed.
+"""
+
+import difflib
+
+import ml_collections
+
+METHODS = ("supervised", "steerable", "simclr", "byol", "vicreg", "equimod_simclr",
+           "equimod_byol", "equimod_pairs", "sie", "augself")
+TASKS = ("simclr", "supervised")
+DATASETS_BUILTIN = ("synthetic3d", "3diebench")
+MODELS = ("resnet18", "resnet50")
+STEERERS = ("linear", "hyper_linear", "hyper_mlp", "expm", "equimod")
+OPTIMIZERS = ("lars", "sgd", "adam", "adamw")
+SCHEDULES = ("cosine", "constant")
+DTYPES = ("float32", "bfloat16")
+EVALUATORS = ("linear_probe", "knn", "steering", "sie_retrieval", "rotation_r2",
+              "learned_equivariance", "tta", "ood")
+
+
+class ConfigError(ValueError):
+  """A config key has a value that is not allowed; the message names both."""
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """All keys with their defaults: steerable SimCLR on synthetic3d, small and fast."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.method = "steerable"
+  c.task = "simclr"  # steerable only: the task loss next to the steering term.
+
+  c.data = dict(
+      name="synthetic3d",  # or "3diebench", or a tfds name ("cifar10", "imagenet2012", ...)
+      image_size=32,
+      # synthetic3d
+      num_objects=2000, views_per_object=10, val_fraction=0.2, seed=0,
+      # tfds: data_dir "" means tfds' default (~/tensorflow_datasets or $TFDS_DATA_DIR)
+      data_dir="", train_split="train", val_split="test",
+      # 3diebench: the folder holding SYNSET/OBJECT/image_K.jpg and the index files
+      root="",
+  )
+  c.model = dict(name="resnet18", width_multiplier=0.25, cifar_stem=True, dtype="float32")
+  # policy2: BYOL's second (asymmetric) view policy; "" means the same as policy.
+  c.augment = dict(policy="simclr_cifar", policy2="")
+  c.steerer = dict(name="linear", hidden=512, use_colour=False)
+  c.loss = dict(
+      temperature=0.5,  # NT-Xent τ of the invariant/task term
+      steer_weight=1.0,  # λ of the steerable term
+      equi_weight=1.0,  # EquiMod λ
+      equi_temperature=0.2,  # EquiMod τ of the equivariant term
+      sim_coeff=10.0, std_coeff=10.0, cov_coeff=1.0,  # VICReg/SIE (SIE's values)
+      equi_factor=0.45,  # SIE: equivariance weight = equi_factor * sim_coeff
+      augself_weight=1.0,
+      ema_base=0.996,  # BYOL τ at step 0, cosine to 1
+  )
+  c.head = dict(proj_hidden=512, proj_dim=128, pred_hidden=512)
+
+  c.batch_size = 256
+  c.total_steps = 300
+  c.optim = dict(name="adamw", learning_rate=2e-3, weight_decay=1e-6, momentum=0.9,
+                 nesterov=False, warmup_epochs=0.0, schedule="cosine", warmup_steps=20)
+
+  c.log_every = 10
+  c.checkpoint_every = 100
+  c.keep_checkpoints = 2
+  c.progress = True
+
+  c.eval = dict(
+      evaluators=("linear_probe", "knn", "steering", "learned_equivariance", "tta", "ood"),
+      batch_size=512,
+      probe_epochs=100, probe_lr=1e-2, probe_batch_size=256, probe_optimizer="adam",
+      knn_k=20,
+      tta_views=16,
+      ood_severity=3,
+      max_examples=4000,  # cap on evaluation examples per split (0 = all)
+  )
+  return c
+
+
+def _fail(key: str, value, allowed) -> None:
+  raise ConfigError(f"config.{key}={value!r} is not allowed; expected {allowed}")
+
+
+def _check_keys(cfg, schema, prefix: str = "") -> None:
+  for key in cfg.keys():
+    if key not in schema:
+      close = difflib.get_close_matches(key, list(schema.keys()), n=1)
+      hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
+      raise ConfigError(f"config.{prefix}{key} is not a known key{hint}; known keys: "
+                        f"{', '.join(sorted(schema.keys()))}")
+    if isinstance(schema[key], ml_collections.ConfigDict):
+      _check_keys(cfg[key], schema[key], f"{prefix}{key}.")
+    elif schema[key] is not None and cfg[key] is not None:
+      expected, got = type(schema[key]), type(cfg[key])
+      numeric = expected is float and got is int
+      if got is not expected and not numeric and not (expected is tuple and got is list):
+        raise ConfigError(f"config.{prefix}{key}={cfg[key]!r} has type {got.__name__}; "
+                          f"expected {expected.__name__}")
+
+
+def validate(cfg: ml_collections.ConfigDict, num_devices: int = 1) -> None:
+  """Raises ConfigError naming the first offending key and the allowed values."""
+  _check_keys(cfg, base_config())
+  choices = {"method": METHODS, "task": TASKS, "model.name": MODELS,
+             "steerer.name": STEERERS, "optim.name": OPTIMIZERS,
+             "optim.schedule": SCHEDULES, "model.dtype": DTYPES}
+  for key, allowed in choices.items():
+    value = cfg
+    for part in key.split("."):
+      value = value[part]
+    if value not in allowed:
+      _fail(key, value, f"one of {', '.join(allowed)}")
+  for ev in cfg.eval.evaluators:
+    if ev not in EVALUATORS:
+      _fail("eval.evaluators", ev, f"names from {', '.join(EVALUATORS)}")
+  from steerjax.augment import policies  # pylint: disable=g-import-not-at-top
+  for key in ("policy", "policy2"):
+    name = cfg.augment[key]
+    if isinstance(name, str) and name and name not in policies.POLICY_NAMES:
+      _fail(f"augment.{key}", name, f"one of {', '.join(policies.POLICY_NAMES)}")
+  positive = {"batch_size": cfg.batch_size, "total_steps": cfg.total_steps,
+              "optim.learning_rate": cfg.optim.learning_rate,
+              "data.image_size": cfg.data.image_size, "log_every": cfg.log_every,
+              "checkpoint_every": cfg.checkpoint_every,
+              "keep_checkpoints": cfg.keep_checkpoints,
+              "model.width_multiplier": cfg.model.width_multiplier,
+              "loss.temperature": cfg.loss.temperature}
+  for key, value in positive.items():
+    if not value > 0:
+      _fail(key, value, "a positive number")
+  for key in ("optim.weight_decay", "loss.steer_weight", "loss.equi_weight", "optim.warmup_epochs"):
+    group, name = key.split(".")
+    if cfg[group][name] < 0:
+      _fail(key, cfg[group][name], "a number >= 0")
+  if cfg.batch_size % num_devices:
+    _fail("batch_size", cfg.batch_size,
+          f"a multiple of the device count ({num_devices}), so every device gets an equal slice")
+  if not 0 < cfg.data.val_fraction < 1:
+    _fail("data.val_fraction", cfg.data.val_fraction, "a number in (0, 1)")

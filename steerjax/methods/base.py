@@ -1,0 +1,99 @@
+"""The contract between a method and the shared trainer and evaluator.
+
+A method contributes three things and nothing else: its Flax model, how the
+per-step inputs are built *on device* from the uint8 batch (augmentation lives
+here, so its parameters are exact), and its loss. The trainer owns sharding,
+the optimiser, the EMA target, checkpoints and logging, so every method is
+trained on equal terms.
+
+The model returned by `build_model` must provide:
+  __call__(inputs, train) -> dict   everything the loss needs;
+  embed(x) -> [B, d]                the representation evaluated by probes;
+  steer_embed(x) -> [B, d']         the embedding the steerer/predictor acts on
+                                    (absent if the method has none);
+  steer(z, g) -> [B, d']            the steerer/predictor ρ(g) z (ditto);
+  target(inputs, train) -> dict     the EMA target branch, if `uses_target`.
+"""
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from steerjax import augment
+
+Batch = dict[str, jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """Base class; subclasses override the marked methods.
+
+  Attributes:
+    config: the full experiment config (read-only).
+    num_classes: number of labels in the training set.
+  """
+
+  config: ml_collections.ConfigDict
+  num_classes: int
+
+  # The loader serves two rendered views of one object with their relative
+  # transformation (SIE-style data) instead of single images.
+  needs_pairs: bool = False
+  # The trainer keeps an EMA copy of the parameters and calls `model.target`.
+  uses_target: bool = False
+  # How the conditioning g of the steerer/predictor is made at evaluation:
+  # "augment" — g encodes sampled augmentation parameters, source is the plain
+  #   resized image and target its augmented view;
+  # "pairs" — g is the rendered relative transformation between two views;
+  # None — the method has no steerer.
+  transform_source: str | None = None
+
+  def build_model(self) -> nn.Module:
+    raise NotImplementedError
+
+  def make_inputs(self, batch: Batch, rng: jax.Array) -> Batch:
+    """Builds the model inputs from a (global) uint8 batch, inside jit."""
+    raise NotImplementedError
+
+  def loss(self, outputs: Batch, inputs: Batch, target_outputs: Batch | None,
+           step: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Returns the scalar loss and a dict of named terms to log."""
+    raise NotImplementedError
+
+  # Shared helpers -----------------------------------------------------------
+
+  @property
+  def image_size(self) -> int:
+    return self.config.data.image_size
+
+  def policy(self, which: str = "policy") -> augment.Policy:
+    return augment.get_policy(self.config.augment[which])
+
+  def g_dim(self) -> int:
+    """Width of the conditioning vector g for this method's steerer."""
+    if self.transform_source == "pairs":
+      return 6 if self.config.steerer.use_colour else 4
+    return self.policy().param_dim
+
+  def pair_transform(self, batch: Batch) -> jax.Array:
+    """The rendered relative transformation view 1 -> view 2, as g."""
+    return batch["transform"][:, : self.g_dim()].astype(jnp.float32)
+
+  def two_views(self, batch: Batch, rng: jax.Array) -> tuple[Any, ...]:
+    """Two independently augmented views of each image, with their encodings.
+
+    With `augment.policy2` set (BYOL's asymmetric pair), the second view uses it.
+    """
+    k1, k2 = jax.random.split(rng)
+    second = self.config.augment.policy2 or self.config.augment.policy
+    v1, p1 = augment.augment_batch(self.policy(), k1, batch["image"], self.image_size)
+    v2, p2 = augment.augment_batch(augment.get_policy(second), k2, batch["image"], self.image_size)
+    return v1, p1, v2, p2
+
+  def original(self, batch: Batch) -> jax.Array:
+    """The plain resized image x0 that EquiMod and steerers predict from."""
+    return augment.resize_batch(batch["image"], self.image_size)

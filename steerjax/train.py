@@ -1,0 +1,277 @@
+"""One jitted, sharded train step for every method, and the loop around it.
+
+The step is a single XLA program: fold the step into the run's key, build the
+method's inputs on device (augmentation included), forward, loss, backward,
+optax update, EMA target. The batch is sharded over a 1-D mesh of all devices
+on its leading axis and everything else is replicated, so BatchNorm statistics
+and contrastive negatives come from the whole global batch (SyncBN) and the
+loss, hence its gradient, does not depend on the device count.
+"""
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import signal
+import time
+from typing import Any, Callable
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from steerjax import checkpoint
+from steerjax import data
+from steerjax import losses
+from steerjax import methods
+from steerjax import optim
+from steerjax.data.loader import Loader
+from steerjax.methods.base import Method
+
+DATA_AXIS = "data"
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  target_params: Any  # EMA copy for methods with a target network, else None
+  target_batch_stats: Any
+  rng: jax.Array  # raw uint32 key: the run's base key; step keys are folded in
+
+
+def make_mesh(devices=None) -> Mesh:
+  devices = np.asarray(devices if devices is not None else jax.devices())
+  return Mesh(devices.reshape(-1), (DATA_AXIS,))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+  """Assembles each process's slice into one global array sharded on the batch axis."""
+  sharding = batch_sharding(mesh)
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local_batch.items()}
+
+
+def _split_variables(variables) -> tuple[Any, Any]:
+  variables = flax.core.unfreeze(variables)
+  return variables["params"], variables.get("batch_stats", {})
+
+
+def create_state(method: Method, model: nn.Module, tx: optax.GradientTransformation,
+                 example_batch: dict[str, np.ndarray], seed: int, mesh: Mesh) -> TrainState:
+  """Initialises parameters, optimiser state and EMA target, replicated on the mesh."""
+
+  def init():
+    rng = jax.random.PRNGKey(seed)
+    init_rng, input_rng = jax.random.split(jax.random.fold_in(rng, -1))
+    inputs = method.make_inputs(example_batch, input_rng)
+    params, batch_stats = _split_variables(model.init(init_rng, inputs, train=False))
+    target = method.uses_target
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+                      opt_state=tx.init(params),
+                      target_params=params if target else None,
+                      target_batch_stats=batch_stats if target else None, rng=rng)
+
+  return jax.jit(init, out_shardings=replicated(mesh))()
+
+
+def make_train_step(method: Method, model: nn.Module, tx: optax.GradientTransformation,
+                    mesh: Mesh, total_steps: int) -> Callable:
+  """Returns the jitted `step(state, batch) -> (state, metrics)`; the state is donated."""
+
+  def step_fn(state: TrainState, batch):
+    rng = jax.random.fold_in(state.rng, state.step)
+    input_rng, dropout_rng = jax.random.split(rng)
+    inputs = method.make_inputs(batch, input_rng)
+
+    target_out = None
+    new_target_stats = state.target_batch_stats
+    if method.uses_target:
+      target_out, target_vars = model.apply(
+          {"params": state.target_params, "batch_stats": state.target_batch_stats},
+          inputs, train=True, method="target", mutable=["batch_stats"])
+      target_out = jax.lax.stop_gradient(target_out)
+      new_target_stats = target_vars["batch_stats"]
+
+    def loss_fn(params):
+      out, new_vars = model.apply({"params": params, "batch_stats": state.batch_stats}, inputs,
+                                  train=True, mutable=["batch_stats"],
+                                  rngs={"dropout": dropout_rng})
+      loss, terms = method.loss(out, inputs, target_out, state.step)
+      return loss, (terms, new_vars.get("batch_stats", {}))
+
+    (loss, (terms, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+
+    target_params = state.target_params
+    if method.uses_target:
+      tau = losses.byol_tau(state.step, total_steps, method.config.loss.ema_base)
+      target_params = losses.ema_update(state.target_params, params, tau)
+
+    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **terms}
+    new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                              opt_state=opt_state, target_params=target_params,
+                              target_batch_stats=new_target_stats)
+    return new_state, metrics
+
+  rep = replicated(mesh)
+  return jax.jit(step_fn, in_shardings=(rep, batch_sharding(mesh)), out_shardings=(rep, rep),
+                 donate_argnums=0)
+
+
+@dataclasses.dataclass
+class Throughput:
+  """Examples per second over the steps since the last call."""
+  batch_size: int
+  _last: tuple[float, int] | None = None
+
+  def __call__(self, now: float, step: int) -> float:
+    last, self._last = self._last, (now, step)
+    if last is None or now <= last[0]:
+      return float("nan")
+    return (step - last[1]) * self.batch_size / (now - last[0])
+
+
+def variables_for_eval(state: TrainState) -> dict[str, Any]:
+  """The online encoder's variables: evaluation never uses the EMA target."""
+  return {"params": state.params, "batch_stats": state.batch_stats}
+
+
+@functools.partial(jax.jit, static_argnames=("model", "method_name"))
+def apply_eval(model: nn.Module, method_name: str, variables, *args):
+  """`model.<method_name>(*args)` in evaluation mode (BatchNorm uses running statistics)."""
+  return model.apply(variables, *args, method=method_name)
+
+
+class NonFiniteLossError(RuntimeError):
+  """The loss became NaN or Inf; the last good checkpoint is kept."""
+
+
+class _StopRequest:
+  """Turns SIGTERM/SIGINT into a flag the loop checks after each step."""
+
+  def __init__(self):
+    self.signal_name = None
+    self._previous = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    self.signal_name = signal.Signals(signum).name
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+@dataclasses.dataclass
+class Run:
+  """Everything evaluation needs from a training run."""
+  config: Any
+  method: Method
+  model: nn.Module
+  datasets: Any
+  state: TrainState
+  mesh: Mesh
+  train_seconds: float
+  completed: bool  # False when stopped early by a signal or a preemption
+
+
+def _truncate_metrics(path: str, step: int) -> None:
+  """Drops log lines written after the checkpoint we resume from."""
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    kept = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+  with open(path, "w") as f:
+    f.writelines(kept)
+
+
+def setup(config, mesh: Mesh | None = None):
+  """Builds data, method, model, optimiser, loader and the fresh train state."""
+  mesh = mesh or make_mesh()
+  datasets = data.get_datasets(config.data)
+  method = methods.get_method(config, datasets.num_classes)
+  model = method.build_model()
+  loader = Loader(datasets.train, config.batch_size, seed=config.seed, pairs=method.needs_pairs,
+                  process_index=jax.process_index(), process_count=jax.process_count())
+  tx, schedule = optim.make_optimizer(config.optim, config.total_steps, loader.steps_per_epoch)
+  example = {k: v[:2] for k, v in loader.batch(0).items()}
+  state = create_state(method, model, tx, example, config.seed, mesh)
+  return datasets, method, model, loader, tx, schedule, state, mesh
+
+
+def train(config, workdir: str, mesh: Mesh | None = None) -> Run:
+  """Trains (resuming from the workdir's latest checkpoint) and returns the run."""
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  datasets, method, model, loader, tx, schedule, state, mesh = setup(config, mesh)
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint_every,
+                                 config.keep_checkpoints)
+  start = ckpt.latest_step() or 0
+  if start:
+    state = ckpt.restore(state, start)
+  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  is_main = jax.process_index() == 0
+  if is_main:
+    _truncate_metrics(metrics_path, start)
+  step_fn = make_train_step(method, model, tx, mesh, config.total_steps)
+  throughput = Throughput(config.batch_size)
+  seconds_path = os.path.join(workdir, "train_seconds.json")
+  train_seconds = json.load(open(seconds_path))["seconds"] if start and os.path.exists(seconds_path) else 0.0
+
+  bar = tqdm(total=config.total_steps, initial=start, disable=not (config.progress and is_main),
+             dynamic_ncols=True, desc="train")
+  completed = True
+  t_start = time.perf_counter()
+  with _StopRequest() as stop, open(metrics_path, "a") if is_main else open(os.devnull, "w") as log:
+    for step, batch in loader.iterate(start):
+      if step >= config.total_steps:
+        break
+      state, metrics = step_fn(state, global_batch(batch, mesh))
+      metrics = jax.device_get(metrics)
+      done = step + 1
+      if not math.isfinite(float(metrics["loss"])):
+        ckpt.close()
+        raise NonFiniteLossError(
+            f"loss is {float(metrics['loss'])} at step {step}; stopped. The last good checkpoint "
+            f"(step {ckpt.latest_step()}) is kept in {workdir}/checkpoints.")
+      ex_per_s = throughput(time.perf_counter(), done)
+      bar.update(1)
+      if done % config.log_every == 0 or done == config.total_steps:
+        record = {"step": done, "lr": float(schedule(step)), "examples_per_s": ex_per_s,
+                  **{k: float(v) for k, v in metrics.items()}}
+        log.write(json.dumps(record) + "\n")
+        log.flush()
+        bar.set_postfix(loss=f"{record['loss']:.4f}", ex_s=f"{ex_per_s:.0f}")
+      ckpt.save(done, state, force=done == config.total_steps)
+      if stop.signal_name or ckpt.reached_preemption(done):
+        ckpt.save(done, state, force=True)
+        bar.write(f"{stop.signal_name or 'preemption'}: saved step {done}; rerun the same command to resume.")
+        completed = done >= config.total_steps
+        break
+  bar.close()
+  train_seconds += time.perf_counter() - t_start
+  if is_main:
+    with open(seconds_path, "w") as f:
+      json.dump({"seconds": train_seconds}, f)
+  ckpt.close()
+  return Run(config, method, model, datasets, state, mesh, train_seconds, completed)
