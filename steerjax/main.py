@@ -10,6 +10,7 @@ instead of a traceback.
 """
 
 import ast
+import functools
 import importlib.util
 import json
 import os
@@ -93,7 +94,7 @@ def _fail(message: str) -> None:
   sys.exit(2)
 
 
-def main(argv: list[str]) -> None:
+def main(argv: list[str], evaluate_only: bool = False) -> None:
   del argv
   import jax  # pylint: disable=g-import-not-at-top
   from steerjax import data, train, evaluate  # pylint: disable=g-import-not-at-top
@@ -117,8 +118,8 @@ def main(argv: list[str]) -> None:
     with open(os.path.join(workdir, "config.json"), "w") as f:
       json.dump({"config": _CONFIG.value, "overrides": _overrides, **cfg.to_dict()}, f, indent=2, default=str)
   try:
-    run = train.train(cfg, workdir)
-  except data.DatasetNotFoundError as e:
+    run = train.restore(cfg, workdir) if evaluate_only else train.train(cfg, workdir)
+  except (data.DatasetNotFoundError, train.NoCheckpointError) as e:
     _fail(str(e))
   except train.NonFiniteLossError as e:
     print(f"error: {e}", file=sys.stderr)
@@ -132,8 +133,8 @@ def main(argv: list[str]) -> None:
       print(f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}")
 
 
-def run() -> None:
-  app.run(main, flags_parser=_parse_flags)
+def run(evaluate_only: bool = False) -> None:
+  app.run(functools.partial(main, evaluate_only=evaluate_only), flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

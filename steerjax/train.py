@@ -9,7 +9,6 @@ loss, hence its gradient, does not depend on the device count.
 """
 
 import dataclasses
-import functools
 import json
 import math
 import os
@@ -66,9 +65,12 @@ def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, ja
   return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local_batch.items()}
 
 
-def _split_variables(variables) -> tuple[Any, Any]:
-  variables = flax.core.unfreeze(variables)
-  return variables["params"], variables.get("batch_stats", {})
+def init_variables(method: Method, model: nn.Module, example_batch: dict[str, np.ndarray],
+                   seed: int) -> dict[str, Any]:
+  """Model variables from `seed`; the example batch only fixes input shapes."""
+  init_rng, input_rng = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), -1))
+  inputs = method.make_inputs(example_batch, input_rng)
+  return flax.core.unfreeze(model.init(init_rng, inputs, train=False))
 
 
 def create_state(method: Method, model: nn.Module, tx: optax.GradientTransformation,
@@ -76,15 +78,14 @@ def create_state(method: Method, model: nn.Module, tx: optax.GradientTransformat
   """Initialises parameters, optimiser state and EMA target, replicated on the mesh."""
 
   def init():
-    rng = jax.random.PRNGKey(seed)
-    init_rng, input_rng = jax.random.split(jax.random.fold_in(rng, -1))
-    inputs = method.make_inputs(example_batch, input_rng)
-    params, batch_stats = _split_variables(model.init(init_rng, inputs, train=False))
+    variables = init_variables(method, model, example_batch, seed)
+    params, batch_stats = variables["params"], variables.get("batch_stats", {})
     target = method.uses_target
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
                       opt_state=tx.init(params),
                       target_params=params if target else None,
-                      target_batch_stats=batch_stats if target else None, rng=rng)
+                      target_batch_stats=batch_stats if target else None,
+                      rng=jax.random.PRNGKey(seed))
 
   return jax.jit(init, out_shardings=replicated(mesh))()
 
@@ -152,12 +153,6 @@ def variables_for_eval(state: TrainState) -> dict[str, Any]:
   return {"params": state.params, "batch_stats": state.batch_stats}
 
 
-@functools.partial(jax.jit, static_argnames=("model", "method_name"))
-def apply_eval(model: nn.Module, method_name: str, variables, *args):
-  """`model.<method_name>(*args)` in evaluation mode (BatchNorm uses running statistics)."""
-  return model.apply(variables, *args, method=method_name)
-
-
 class NonFiniteLossError(RuntimeError):
   """The loss became NaN or Inf; the last good checkpoint is kept."""
 
@@ -192,6 +187,7 @@ class Run:
   datasets: Any
   state: TrainState
   mesh: Mesh
+  example_batch: dict[str, np.ndarray]  # two examples: fixes input shapes for re-initialising
   train_seconds: float
   completed: bool  # False when stopped early by a signal or a preemption
 
@@ -217,13 +213,13 @@ def setup(config, mesh: Mesh | None = None):
   tx, schedule = optim.make_optimizer(config.optim, config.total_steps, loader.steps_per_epoch)
   example = {k: v[:2] for k, v in loader.batch(0).items()}
   state = create_state(method, model, tx, example, config.seed, mesh)
-  return datasets, method, model, loader, tx, schedule, state, mesh
+  return datasets, method, model, loader, tx, schedule, state, mesh, example
 
 
 def train(config, workdir: str, mesh: Mesh | None = None) -> Run:
   """Trains (resuming from the workdir's latest checkpoint) and returns the run."""
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-  datasets, method, model, loader, tx, schedule, state, mesh = setup(config, mesh)
+  datasets, method, model, loader, tx, schedule, state, mesh, example = setup(config, mesh)
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint_every,
                                  config.keep_checkpoints)
   start = ckpt.latest_step() or 0
@@ -274,4 +270,24 @@ def train(config, workdir: str, mesh: Mesh | None = None) -> Run:
     with open(seconds_path, "w") as f:
       json.dump({"seconds": train_seconds}, f)
   ckpt.close()
-  return Run(config, method, model, datasets, state, mesh, train_seconds, completed)
+  return Run(config, method, model, datasets, state, mesh, example, train_seconds, completed)
+
+
+class NoCheckpointError(FileNotFoundError):
+  """Evaluation was asked for a workdir that holds no checkpoint."""
+
+
+def restore(config, workdir: str, mesh: Mesh | None = None) -> Run:
+  """The run as of the workdir's latest checkpoint, for evaluation only."""
+  datasets, method, model, _, _, _, state, mesh, example = setup(config, mesh)
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint_every,
+                                 config.keep_checkpoints)
+  step = ckpt.latest_step()
+  if step is None:
+    raise NoCheckpointError(f"no checkpoint in {workdir}/checkpoints; train first with "
+                            f"python -m steerjax.main --config ... --workdir {workdir}")
+  state = ckpt.restore(state, step)
+  ckpt.close()
+  seconds_path = os.path.join(workdir, "train_seconds.json")
+  seconds = json.load(open(seconds_path))["seconds"] if os.path.exists(seconds_path) else float("nan")
+  return Run(config, method, model, datasets, state, mesh, example, seconds, True)
