@@ -124,7 +124,8 @@ def make_train_step(method: Method, model: nn.Module, tx: optax.GradientTransfor
       tau = losses.byol_tau(state.step, total_steps, method.config.loss.ema_base)
       target_params = losses.ema_update(state.target_params, params, tau)
 
-    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **terms}
+    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads),
+               "param_norm": optax.global_norm(params), **terms}
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                               opt_state=opt_state, target_params=target_params,
                               target_batch_stats=new_target_stats)
@@ -245,10 +246,12 @@ def train(config, workdir: str, mesh: Mesh | None = None) -> Run:
       state, metrics = step_fn(state, global_batch(batch, mesh))
       metrics = jax.device_get(metrics)
       done = step + 1
-      if not math.isfinite(float(metrics["loss"])):
+      # Checked before this step's state is saved, so every checkpoint on disk is finite.
+      if not (math.isfinite(float(metrics["loss"])) and math.isfinite(float(metrics["param_norm"]))):
         ckpt.close()
         raise NonFiniteLossError(
-            f"loss is {float(metrics['loss'])} at step {step}; stopped. The last good checkpoint "
+            f"non-finite training state at step {step} (loss {float(metrics['loss'])}, parameter "
+            f"norm {float(metrics['param_norm'])}); stopped. The last good checkpoint "
             f"(step {ckpt.latest_step()}) is kept in {workdir}/checkpoints.")
       ex_per_s = throughput(time.perf_counter(), done)
       bar.update(1)
