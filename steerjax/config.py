@@ -45,7 +45,8 @@ def base_config() -> ml_collections.ConfigDict:
   )
   c.model = dict(name="resnet18", width_multiplier=0.25, cifar_stem=True, dtype="float32")
   # policy2: BYOL's second (asymmetric) view policy; "" means the same as policy.
-  c.augment = dict(policy="simclr_cifar", policy2="")
+  # size: side of the views the encoder sees; 0 means data.image_size (e.g. 256 stored -> 224).
+  c.augment = dict(policy="simclr_cifar", policy2="", size=0)
   c.steerer = dict(name="linear", hidden=512, use_colour=False)
   c.loss = dict(
       temperature=0.5,  # NT-Xent τ of the invariant/task term
@@ -139,5 +140,7 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int = 1) -> None:
   if cfg.batch_size % num_devices:
     _fail("batch_size", cfg.batch_size,
           f"a multiple of the device count ({num_devices}), so every device gets an equal slice")
+  if cfg.augment.size < 0:
+    _fail("augment.size", cfg.augment.size, "0 (same as data.image_size) or a positive size")
   if not 0 < cfg.data.val_fraction < 1:
     _fail("data.val_fraction", cfg.data.val_fraction, "a number in (0, 1)")

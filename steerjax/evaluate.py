@@ -35,7 +35,7 @@ class Context:
 
   @property
   def image_size(self) -> int:
-    return self.config.data.image_size
+    return self.run.method.image_size
 
   def apply_fn(self, name: str) -> Callable:
     """A jitted `model.<name>(*args)` with the model in inference mode."""

@@ -68,7 +68,8 @@ class Method:
 
   @property
   def image_size(self) -> int:
-    return self.config.data.image_size
+    """Side of the views the encoder sees (the stored images may be larger)."""
+    return self.config.augment.size or self.config.data.image_size
 
   def policy(self, which: str = "policy") -> augment.Policy:
     return augment.get_policy(self.config.augment[which])
