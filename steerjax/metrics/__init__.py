@@ -1,0 +1,8 @@
+"""Evaluation metrics on frozen encoders, as pure functions of arrays and callables.
+
+- `probes`: linear probe (returns the head, reused by TTA) and weighted kNN.
+- `equivariance`: steering error/cosine, gamma, SIE retrieval (MRR, H@k), PRE, R^2.
+- `learned_equivariance`: per-layer correlation measure and Lie-derivative LEE.
+- `ood`: MSP/entropy scores and rank-based ROC AUC.
+- `corruptions`: ImageNet-C-style corruptions for small images.
+"""
