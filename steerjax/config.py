@@ -57,8 +57,17 @@ def base_config() -> ml_collections.ConfigDict:
       equi_factor=0.45,  # SIE: equivariance weight = equi_factor * sim_coeff
       augself_weight=1.0,
       ema_base=0.996,  # BYOL τ at step 0, cosine to 1
+      # simclr/vicreg/augself: the two views are two rendered views of one object
+      # (batch image/image2, SIE's 3DIEBench protocol) instead of two augmentations.
+      pairs=False,
   )
-  c.head = dict(proj_hidden=512, proj_dim=128, pred_hidden=512)
+  c.head = dict(
+      proj_hidden=512, proj_dim=128, pred_hidden=512,
+      proj_layers=1,  # hidden layers of the projector (SimCLR-CIFAR/EquiMod 2, BYOL 1, SIE 2)
+      proj_last_bn=True,  # last BN without affine (SimCLR, EquiMod); False: BYOL, VICReg, SIE
+      equi_hidden=512, equi_dim=128, equi_layers=2,  # EquiMod equivariant head
+      augself_hidden=0,  # AugSelf MLP width; 0 = twice its input (SIE's baseline)
+  )
 
   c.batch_size = 256
   c.total_steps = 300

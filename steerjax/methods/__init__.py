@@ -6,7 +6,16 @@ from steerjax.methods.base import Method
 
 # config.method -> (module in steerjax.methods, class name)
 REGISTRY = {
+    "supervised": ("supervised", "Supervised"),
     "steerable": ("steerable", "Steerable"),
+    "simclr": ("simclr", "SimCLR"),
+    "byol": ("byol", "BYOL"),
+    "vicreg": ("vicreg", "VICReg"),
+    "equimod_simclr": ("equimod", "EquiModSimCLR"),
+    "equimod_byol": ("equimod", "EquiModBYOL"),
+    "equimod_pairs": ("equimod", "EquiModPairs"),
+    "sie": ("sie", "SIE"),
+    "augself": ("augself", "AugSelf"),
 }
 
 

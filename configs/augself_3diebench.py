@@ -1,0 +1,23 @@
+"""SimCLR + AugSelf on 3DIEBench: SIE's baseline (Garrido et al., ICML 2023, Table 1).
+
+    python -m steerjax.main --config configs/augself_3diebench.py --config.data.root=/data/3DIEBench --workdir runs/augself_3diebench
+    python -m steerjax.main --config configs/augself_3diebench.py:smoke --workdir /tmp/smoke  # CPU, ~1 min
+
+AugSelf's MLP regresses the rendered relative rotation (quaternion) from [f(x1) ; f(x2)].
+Sources: "models" = facebookresearch/SIE src/models.py class SimCLRAugSelf; "main" = its
+main.py. The shared 3DIEBench protocol is `presets.iebench`.
+"""
+
+from steerjax import config as config_lib
+from steerjax import presets
+
+
+def get_config(arg=None):
+  c = presets.iebench(config_lib.base_config())
+  c.method = "augself"
+  c.head.proj_layers, c.head.proj_hidden, c.head.proj_dim = 2, 2048, 2048  # main: --mlp 2048-2048-2048
+  c.head.proj_last_bn = False  # models: Projector ends with a plain Linear
+  c.head.augself_hidden = 0  # models: Linear(2d, 2d) ReLU Linear(2d, 2d) ReLU Linear(2d, 4)
+  c.loss.temperature = 0.1  # main: --simclr-temp 0.1
+  c.loss.augself_weight = 1.0  # main: --ec-weight 1
+  return presets.finish(c, arg, "augself_3diebench")

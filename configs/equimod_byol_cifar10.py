@@ -1,0 +1,44 @@
+"""BYOL + EquiMod on CIFAR10 (Devillers & Lefort, ICLR 2023), the paper's setting.
+
+    python -m steerjax.main --config configs/equimod_byol_cifar10.py --workdir runs/equimod_byol_cifar10
+    python -m steerjax.main --config configs/equimod_byol_cifar10.py:smoke --workdir /tmp/smoke  # CPU, ~1 min
+
+Sources: "run" = ADevillers/EquiMod run_equimod_byol_cifar10.slurm, "model" = its
+src/model.py. Reported top-1: 90.44 (BYOL) -> 91.57 (+EquiMod).
+"""
+
+from steerjax import config as config_lib
+from steerjax import presets
+
+CIFAR10_TRAIN = 50_000
+
+
+def get_config(arg=None):
+  c = config_lib.base_config()
+  c.method = "equimod_byol"
+  c.data.name = "cifar10"
+  c.data.image_size = 32
+  c.data.train_split, c.data.val_split = "train", "test"
+  c.model.name = "resnet18"  # run: --resnet_type=resnet18
+  c.model.width_multiplier = 1.0
+  c.model.cifar_stem = True  # model: 3x3 stride-1 conv1, no max-pool
+  c.augment.policy, c.augment.policy2 = "byol_view1", "byol_view2"  # BYOL's asymmetric pair (DESIGN.md §4)
+  c.head.proj_layers, c.head.proj_hidden, c.head.proj_dim = 1, 4096, 256  # model: proj_head_inv h->4096->256, run: --z_dim=256
+  c.head.proj_last_bn = False  # model: plain Linear output
+  c.head.pred_hidden = 4096  # model: predictor_inv 256->4096->256
+  c.head.equi_layers, c.head.equi_hidden, c.head.equi_dim = 2, 2048, 128  # model: proj_head_eq, run: --y_dim=128
+  c.loss.equi_temperature = 0.2  # run: --temperature_y=0.2
+  c.loss.equi_weight = 1.0  # run: --lmbd=1.0
+  c.loss.ema_base = 0.996  # run: --tau_base=0.996, cosine to 1 (model: MomentumResNet.update)
+  c.batch_size = 512  # run: --batch_size=512
+  c.total_steps = presets.steps(800, CIFAR10_TRAIN, c.batch_size)  # run: --nb_epochs=800
+  c.optim.name = "lars"  # main.py: LARSW
+  c.optim.learning_rate = 2.0  # run: --lr_init=2.0
+  c.optim.momentum = 0.9  # run: --momentum=0.9
+  c.optim.weight_decay = 1e-6  # run: --weight_decay=1e-6
+  c.optim.warmup_epochs = 10.0  # run: --nb_epochs_warmup=10, then cosine
+  c.optim.schedule = "cosine"
+  c.eval.evaluators = ("linear_probe", "knn", "steering")
+  c.eval.max_examples = 0
+  c.eval.probe_epochs = 90  # run: --nb_epochs_clsf=90
+  return presets.finish(c, arg, "equimod_byol_cifar10")

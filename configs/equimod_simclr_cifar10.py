@@ -1,0 +1,44 @@
+"""SimCLR + EquiMod on CIFAR10 (Devillers & Lefort, ICLR 2023), the paper's setting.
+
+    python -m steerjax.main --config configs/equimod_simclr_cifar10.py --workdir runs/equimod_simclr_cifar10
+    python -m steerjax.main --config configs/equimod_simclr_cifar10.py:smoke --workdir /tmp/smoke  # CPU, ~1 min
+
+Sources: "run" = ADevillers/EquiMod run_equimod_simclr_cifar10.slurm, "model" = its
+src/model.py, "paper" = arXiv 2211.01244 section 4. Reported top-1: 90.96 (SimCLR) ->
+92.79 (+EquiMod), linear evaluation.
+"""
+
+from steerjax import config as config_lib
+from steerjax import presets
+
+CIFAR10_TRAIN = 50_000
+
+
+def get_config(arg=None):
+  c = config_lib.base_config()
+  c.method = "equimod_simclr"
+  c.data.name = "cifar10"  # tfds
+  c.data.image_size = 32
+  c.data.train_split, c.data.val_split = "train", "test"
+  c.model.name = "resnet18"  # run: --resnet_type=resnet18
+  c.model.width_multiplier = 1.0
+  c.model.cifar_stem = True  # model: 3x3 stride-1 conv1, no max-pool (cifar10=True)
+  c.augment.policy = "simclr_cifar"  # paper: SimCLR's CIFAR augmentations (DESIGN.md §4)
+  c.head.proj_layers, c.head.proj_hidden, c.head.proj_dim = 2, 2048, 128  # h->2048->2048->128, run: --z_dim=128
+  c.head.proj_last_bn = True  # last BN without affine (DESIGN.md §5)
+  c.head.equi_layers, c.head.equi_hidden, c.head.equi_dim = 2, 2048, 128  # run: --proj_head_eq_layers="2048-2048-", --y_dim=128
+  c.loss.temperature = 0.5  # run: --temperature_z=0.5
+  c.loss.equi_temperature = 0.2  # run: --temperature_y=0.2
+  c.loss.equi_weight = 1.0  # run: --lmbd=1.0
+  c.batch_size = 512  # run: --batch_size=512
+  c.total_steps = presets.steps(800, CIFAR10_TRAIN, c.batch_size)  # run: --nb_epochs=800
+  c.optim.name = "lars"  # main.py: LARSW, no decay/adaptation on BN and biases
+  c.optim.learning_rate = 4.0  # run: --lr_init=4.0 (not scaled by batch size)
+  c.optim.momentum = 0.9  # run: --momentum=0.9
+  c.optim.weight_decay = 1e-6  # run: --weight_decay=1e-6
+  c.optim.warmup_epochs = 10.0  # run: --nb_epochs_warmup=10, then cosine
+  c.optim.schedule = "cosine"
+  c.eval.evaluators = ("linear_probe", "knn", "steering")
+  c.eval.max_examples = 0
+  c.eval.probe_epochs = 90  # run: --nb_epochs_clsf=90 (their probe: SGD nesterov lr 0.2, batch 256)
+  return presets.finish(c, arg, "equimod_simclr_cifar10")

@@ -1,0 +1,44 @@
+"""Steerable SimCLR on ImageNet (Bhardwaj et al., 2023, arXiv 2302.11349).
+
+    python -m steerjax.main --config configs/steerable_imagenet.py --workdir gs://BUCKET/steerable_imagenet
+    python -m steerjax.main --config configs/steerable_imagenet.py:smoke --workdir /tmp/smoke  # CPU, ~1 min
+
+The paper's recipe is not public (DESIGN.md §5); we train like EquiMod's SimCLR on ImageNet
+(run = ADevillers/EquiMod run_equimod_simclr_imagenet.slurm) and add the steering term with a
+linear steerer on the 2048-d ResNet-50 representation.
+"""
+
+from steerjax import config as config_lib
+from steerjax import presets
+
+IMAGENET_TRAIN = 1_281_167
+
+
+def get_config(arg=None):
+  c = config_lib.base_config()
+  c.method = "steerable"
+  c.task = "simclr"
+  c.data.name = "imagenet2012"
+  c.data.image_size = 224
+  c.data.train_split, c.data.val_split = "train", "validation"
+  c.model.name = "resnet50"  # run: --resnet_type=resnet50
+  c.model.width_multiplier = 1.0
+  c.model.cifar_stem = False
+  c.model.dtype = "bfloat16"  # run: --precision=mixed
+  c.augment.policy = "simclr_imagenet"
+  c.steerer.name = "linear"
+  c.head.proj_hidden, c.head.proj_dim = 2048, 128  # run: --z_dim=128
+  c.loss.temperature = 0.2  # run: --temperature_z=0.2
+  c.loss.steer_weight = 1.0  # λ; the paper's value is not public
+  c.batch_size = 4096  # run: --batch_size=4096
+  c.total_steps = presets.steps(800, IMAGENET_TRAIN, c.batch_size)  # run: --nb_epochs=800
+  c.optim.name = "lars"
+  c.optim.learning_rate = 2.4  # run: --lr_init=2.4
+  c.optim.momentum = 0.9
+  c.optim.weight_decay = 1e-6  # run: --weight_decay=1e-6
+  c.optim.warmup_epochs = 10.0  # run: --nb_epochs_warmup=10
+  c.optim.schedule = "cosine"
+  c.eval.evaluators = ("linear_probe", "knn", "steering", "tta", "ood")
+  c.eval.max_examples = 50_000
+  c.eval.probe_epochs = 90
+  return presets.finish(c, arg, "steerable_imagenet")

@@ -1,0 +1,76 @@
+"""Pieces several methods share: where the two views come from, projectors, steerers.
+
+Two views for a joint-embedding loss come from one of two places:
+  * augmentation (the ImageNet/CIFAR papers): two sampled augmentations of
+    `batch["image"]`, with their standardised parameter vectors p1, p2;
+  * rendered pairs (SIE's 3DIEBench protocol, `config.loss.pairs` or a method
+    that always needs them): `batch["image"]` and `batch["image2"]`, two views of
+    one object, each passed through the augmentation policy ("none" in SIE: a
+    plain resize), and g the rendered transformation view 1 -> view 2.
+"""
+
+from typing import Any
+
+import jax
+import ml_collections
+
+from steerjax import augment
+from steerjax import steerers
+from steerjax.methods.base import Batch, Method
+from steerjax.models import heads
+from steerjax.models import resnet
+
+
+def encoder(config: ml_collections.ConfigDict):
+  m = config.model
+  return resnet.get_encoder(m.name, m.width_multiplier, m.cifar_stem)
+
+
+def projector(config: ml_collections.ConfigDict, out_dim: int | None = None,
+              last_bn: bool | None = None) -> heads.MLPHead:
+  """`head.proj_layers` hidden layers of `head.proj_hidden`, then `head.proj_dim`."""
+  h = config.head
+  return heads.MLPHead((h.proj_hidden,) * h.proj_layers, out_dim or h.proj_dim,
+                       last_bn=h.proj_last_bn if last_bn is None else last_bn,
+                       last_bn_affine=False)
+
+
+def predictor(config: ml_collections.ConfigDict) -> heads.MLPHead:
+  """BYOL's predictor: proj_dim -> pred_hidden -> proj_dim."""
+  return heads.MLPHead((config.head.pred_hidden,), config.head.proj_dim, last_bn=False)
+
+
+def steerer(config: ml_collections.ConfigDict, dim: int, g_dim: int):
+  """`config.steerer.name` acting on `dim`-d embeddings, conditioned on `g_dim` numbers."""
+  kwargs: dict[str, Any] = {}
+  if config.steerer.name == "hyper_mlp":
+    kwargs["hidden"] = (config.steerer.hidden,)
+  return steerers.get_steerer(config.steerer.name, dim, g_dim, **kwargs)
+
+
+def uses_pairs(config: ml_collections.ConfigDict) -> bool:
+  return bool(config.loss.pairs)
+
+
+def view_pair(method: Method, batch: Batch, rng: jax.Array, with_params: bool = False):
+  """(view1, view2, extras): the two views of the loss, from augmentation or rendered pairs.
+
+  extras holds `p1`, `p2` (parameter encodings) in augmentation mode, plus the raw
+  parameters `params1`, `params2` when `with_params`; and `g` (the rendered
+  transformation) in pairs mode.
+  """
+  size = method.image_size
+  if method.needs_pairs:
+    k1, k2 = jax.random.split(rng)
+    second = augment.get_policy(method.config.augment.policy2 or method.config.augment.policy)
+    v1, _ = augment.augment_batch(method.policy(), k1, batch["image"], size)
+    v2, _ = augment.augment_batch(second, k2, batch["image2"], size)
+    return v1, v2, {"g": method.pair_transform(batch)}
+  if with_params:
+    k1, k2 = jax.random.split(rng)
+    second = augment.get_policy(method.config.augment.policy2 or method.config.augment.policy)
+    v1, p1, params1 = augment.augment_batch_with_params(method.policy(), k1, batch["image"], size)
+    v2, p2, params2 = augment.augment_batch_with_params(second, k2, batch["image"], size)
+    return v1, v2, {"p1": p1, "p2": p2, "params1": params1, "params2": params2}
+  v1, p1, v2, p2 = method.two_views(batch, rng)
+  return v1, v2, {"p1": p1, "p2": p2}

@@ -1,0 +1,50 @@
+"""SimCLR (Chen et al., ICML 2020, arXiv 2002.05709).
+
+    L = NT-Xent(z1, z2; τ),   z_i = g(f(x_i))
+
+f the encoder, g the projector, x1 and x2 two augmentations of one image (or, with
+`config.loss.pairs`, two rendered views of one object as in SIE's 3DIEBench
+baseline). NT-Xent: cosine logits / τ over the 2N views of the global batch, the
+other view of the same image is the positive, self-similarity removed.
+"""
+
+import dataclasses
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from steerjax import losses
+from steerjax.methods import common
+from steerjax.methods.base import Method
+
+
+class SimCLRModel(nn.Module):
+  encoder: nn.Module
+  projector: nn.Module
+
+  def __call__(self, inputs, train: bool):
+    h = self.encoder(jnp.concatenate([inputs["view1"], inputs["view2"]]), train)
+    z1, z2 = jnp.split(self.projector(h, train), 2)
+    return {"z1": z1, "z2": z2}
+
+  def embed(self, x):
+    return self.encoder(x, train=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class SimCLR(Method):
+
+  def __post_init__(self):
+    object.__setattr__(self, "needs_pairs", common.uses_pairs(self.config))
+
+  def build_model(self) -> nn.Module:
+    return SimCLRModel(common.encoder(self.config), common.projector(self.config))
+
+  def make_inputs(self, batch, rng):
+    v1, v2, _ = common.view_pair(self, batch, rng)
+    return {"view1": v1, "view2": v2}
+
+  def loss(self, outputs, inputs, target_outputs, step):
+    del inputs, target_outputs, step
+    loss = losses.nt_xent(outputs["z1"], outputs["z2"], self.config.loss.temperature)
+    return loss, {"nt_xent": loss}
