@@ -5,7 +5,8 @@ Config keys (ml_collections.ConfigDict):
   learning_rate: base learning rate; with `lr_scaling="linear"` the peak rate is
     learning_rate * batch_size / 256 (Goyal et al.), otherwise learning_rate.
   weight_decay, momentum (lars, sgd), nesterov (lars, sgd).
-  warmup_epochs: linear warm-up from 0 to the peak rate.
+  warmup_epochs, warmup_steps: linear warm-up from 0 to the peak rate over
+    warmup_epochs * steps_per_epoch + warmup_steps steps (set either; both add).
   schedule: "cosine" (decay to 0 at total_steps after warm-up) | "constant".
 
 Weight decay: LARS (EquiMod/SimCLR) applies neither weight decay nor the trust
@@ -53,7 +54,8 @@ def make_optimizer(cfg: ml_collections.ConfigDict, total_steps: int, steps_per_e
     peak_lr = peak_lr * cfg.batch_size / 256
   elif scaling != "none":
     raise ValueError(f"Unknown lr_scaling {scaling!r}; choose from ['linear', 'none'].")
-  warmup_steps = int(round(cfg.get("warmup_epochs", 0) * steps_per_epoch))
+  warmup_steps = (int(round(cfg.get("warmup_epochs", 0) * steps_per_epoch))
+                  + cfg.get("warmup_steps", 0))
   schedule = make_schedule(peak_lr, warmup_steps, total_steps, cfg.get("schedule", "cosine"))
   weight_decay = cfg.get("weight_decay", 0.0)
 

@@ -53,8 +53,8 @@ def covariance_reference(x):
 @pytest.mark.parametrize("temperature", [0.1, 0.5])
 def test_nt_xent_matches_double_loop(temperature):
   a, b = _pair()
-  np.testing.assert_allclose(losses.nt_xent(a, b, temperature), nt_xent_reference(a, b, temperature),
-                             rtol=1e-5)
+  np.testing.assert_allclose(losses.nt_xent(a, b, temperature),
+                             nt_xent_reference(a, b, temperature), rtol=1e-5)
   grads = jax.grad(losses.nt_xent, argnums=(0, 1))(a, b, temperature)
   assert all(np.isfinite(g).all() for g in grads)
 
@@ -98,7 +98,8 @@ def test_vicreg_terms_match_numpy():
 
 def test_steering_loss_matches_numpy_and_is_scale_free():
   pred, target = _pair(3)
-  expected = np.sum((pred.astype(np.float64) - target) ** 2) / np.sum(target.astype(np.float64) ** 2)
+  pred64, target64 = pred.astype(np.float64), target.astype(np.float64)
+  expected = np.sum((pred64 - target64) ** 2) / np.sum(target64 ** 2)
   np.testing.assert_allclose(losses.steering_loss(pred, target), expected, rtol=1e-5)
   np.testing.assert_allclose(losses.steering_loss(0.01 * pred, 0.01 * target), expected, rtol=1e-5)
   np.testing.assert_allclose(losses.steering_loss(target, target), 0.0, atol=1e-7)

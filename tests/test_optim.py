@@ -14,7 +14,7 @@ from steerjax.optim import make_optimizer
 def _config(**overrides):
   cfg = ml_collections.ConfigDict(dict(
       name="lars", learning_rate=0.5, weight_decay=1e-2, momentum=0.9, nesterov=False,
-      warmup_epochs=0, schedule="constant"))
+      warmup_epochs=0.0, schedule="constant"))
   cfg.update(overrides)
   return cfg
 
@@ -84,8 +84,10 @@ def test_warmup_cosine_schedule_values():
   np.testing.assert_allclose(schedule(100), 0.0, atol=1e-7)
 
 
-def test_constant_schedule_after_warmup():
-  _, schedule = make_optimizer(_config(warmup_epochs=1), total_steps=100, steps_per_epoch=10)
+@pytest.mark.parametrize("warmup", [dict(warmup_epochs=1), dict(warmup_steps=10),
+                                    dict(warmup_epochs=0.5, warmup_steps=5)])
+def test_constant_schedule_after_warmup(warmup):
+  _, schedule = make_optimizer(_config(**warmup), total_steps=100, steps_per_epoch=10)
   np.testing.assert_allclose([schedule(s) for s in (0, 5, 10, 99)], [0.0, 0.25, 0.5, 0.5],
                              rtol=1e-6)
 

@@ -89,7 +89,8 @@ def test_eval_mode_is_deterministic_and_per_example():
 def test_bfloat16_forward_keeps_float32_params():
   model, variables, x = _trained_resnet18()
   bf16 = get_encoder("resnet18", width_multiplier=0.125, cifar_stem=True, dtype=jnp.bfloat16)
-  abstract_variables = jax.eval_shape(functools.partial(bf16.init, train=False), jax.random.key(0), x)
+  abstract_variables = jax.eval_shape(
+      functools.partial(bf16.init, train=False), jax.random.key(0), x)
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(abstract_variables))
   out, state = jax.jit(lambda v, x: bf16.apply(v, x, train=False, mutable=["intermediates"]))(
       variables, x)

@@ -127,8 +127,9 @@ def test_equimod_predictor_matches_numpy():
   def batch_norm(x, scale=1.0, bias=0.0):
     return (x - x.mean(0)) / np.sqrt(x.var(0) + 1e-5) * scale + bias
 
+  bn0 = params["BatchNorm_0"]
   emb = batch_norm(p @ np.asarray(params["Dense_0"]["kernel"], np.float64),
-                   np.asarray(params["BatchNorm_0"]["scale"]), np.asarray(params["BatchNorm_0"]["bias"]))
+                   np.asarray(bn0["scale"]), np.asarray(bn0["bias"]))
   expected = batch_norm(np.concatenate([y0, emb], 1) @ np.asarray(params["Dense_1"]["kernel"]))
   out, _ = steerer.apply(variables, y0, p, train=True, mutable=["batch_stats"])
   np.testing.assert_allclose(out, expected, atol=1e-4)
