@@ -2,8 +2,7 @@
 
 Config keys (ml_collections.ConfigDict):
   name: "lars" | "sgd" | "adam" | "adamw".
-  learning_rate: base learning rate; with `lr_scaling="linear"` the peak rate is
-    learning_rate * batch_size / 256 (Goyal et al.), otherwise learning_rate.
+  learning_rate: the peak learning rate (configs state it for their batch size).
   weight_decay, momentum (lars, sgd), nesterov (lars, sgd).
   warmup_epochs, warmup_steps: linear warm-up from 0 to the peak rate over
     warmup_epochs * steps_per_epoch + warmup_steps steps (set either; both add).
@@ -49,11 +48,6 @@ def make_optimizer(cfg: ml_collections.ConfigDict, total_steps: int, steps_per_e
   if cfg.name not in OPTIMIZERS:
     raise ValueError(f"Unknown optimizer {cfg.name!r}; choose from {list(OPTIMIZERS)}.")
   peak_lr = cfg.learning_rate
-  scaling = cfg.get("lr_scaling", "none")
-  if scaling == "linear":
-    peak_lr = peak_lr * cfg.batch_size / 256
-  elif scaling != "none":
-    raise ValueError(f"Unknown lr_scaling {scaling!r}; choose from ['linear', 'none'].")
   warmup_steps = (int(round(cfg.get("warmup_epochs", 0) * steps_per_epoch))
                   + cfg.get("warmup_steps", 0))
   schedule = make_schedule(peak_lr, warmup_steps, total_steps, cfg.get("schedule", "cosine"))

@@ -71,10 +71,9 @@ def test_lars_does_not_decay_bn_and_biases():
 
 
 def test_warmup_cosine_schedule_values():
-  cfg = _config(learning_rate=0.3, lr_scaling="linear", batch_size=512, warmup_epochs=2,
-                schedule="cosine")
+  cfg = _config(learning_rate=0.6, warmup_epochs=2, schedule="cosine")
   _, schedule = make_optimizer(cfg, total_steps=100, steps_per_epoch=10)
-  peak = 0.3 * 512 / 256
+  peak = 0.6
   np.testing.assert_allclose(schedule(0), 0.0, atol=1e-7)
   np.testing.assert_allclose(schedule(5), peak * 5 / 20, rtol=1e-6)
   np.testing.assert_allclose(schedule(20), peak, rtol=1e-6)
