@@ -39,6 +39,10 @@ RELATIVE = ("d_center_y", "d_center_x", "d_height", "d_width",
             "d_brightness", "d_contrast", "d_saturation", "d_hue")
 CROP_TRIES = 10  # torchvision RandomResizedCrop's attempts before its fallback.
 _IDENTITY_FACTORS = (1.0, 1.0, 1.0, 0.0)
+# Uniforms drawn per example, in one call (few PRNG hashes compile and run fast):
+# crop (10 areas, 10 ratios, top, left), jitter flag, 4 factors, 4 for the order,
+# blur flag, sigma, and the flip, grayscale and solarize flags.
+_UNIFORMS = (2 * CROP_TRIES + 2, 1, 4, 4, 1, 1, 3)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,21 +85,21 @@ class Policy:
     exactly as RandomResizedCrop; without it the box is continuous (the limit
     of a large source).
     """
-    keys = jax.random.split(key, 7)
-    jitter = jax.random.bernoulli(keys[1], self.jitter_p)
-    low = [max(0.0, 1.0 - v) for v in self.jitter[:3]] + [-self.jitter[3]]
-    high = [1.0 + v for v in self.jitter[:3]] + [self.jitter[3]]
-    factors = jax.random.uniform(keys[2], (4,), minval=jnp.array(low), maxval=jnp.array(high))
-    blur = jax.random.bernoulli(keys[4], self.blur_p)
-    sigma = jax.random.uniform(keys[5], minval=self.blur_sigma[0], maxval=self.blur_sigma[1])
-    flip, grayscale, solarize = jax.random.bernoulli(
-        keys[6], jnp.array([self.flip_p, self.grayscale_p, self.solarize_p]))
+    crop_u, jitter_u, factor_u, order_u, blur_u, sigma_u, flag_u = jnp.split(
+        jax.random.uniform(key, (sum(_UNIFORMS),)), np.cumsum(_UNIFORMS)[:-1])
+    jitter = jitter_u[0] < self.jitter_p
+    low = np.array([max(0.0, 1.0 - v) for v in self.jitter[:3]] + [-self.jitter[3]])
+    high = np.array([1.0 + v for v in self.jitter[:3]] + [self.jitter[3]])
+    blur = blur_u[0] < self.blur_p
+    sigma = self.blur_sigma[0] + (self.blur_sigma[1] - self.blur_sigma[0]) * sigma_u[0]
+    flip, grayscale, solarize = flag_u < jnp.array([self.flip_p, self.grayscale_p, self.solarize_p])
     return dict(
-        box=_sample_box(keys[0], self.crop_scale, self.crop_ratio, source_size),
+        box=_sample_box(crop_u, self.crop_scale, self.crop_ratio, source_size),
         flip=flip,
         jitter=jitter,
-        order=jnp.where(jitter, jax.random.permutation(keys[3], 4), jnp.arange(4)).astype(jnp.int32),
-        factors=jnp.where(jitter, factors, jnp.array(_IDENTITY_FACTORS)),
+        # argsort of i.i.d. uniforms: a uniformly random permutation, as randperm(4).
+        order=jnp.where(jitter, jnp.argsort(order_u), jnp.arange(4)).astype(jnp.int32),
+        factors=jnp.where(jitter, low + (high - low) * factor_u, jnp.array(_IDENTITY_FACTORS)),
         grayscale=grayscale,
         blur=blur,
         sigma=jnp.where(blur, sigma, 0.0),
@@ -165,30 +169,31 @@ def _fallback_size(height, width, ratio, snap):
   return height, width
 
 
-def _sample_box(key, scale, ratio, source_size):
+def _sample_box(uniforms, scale, ratio, source_size):
   """torchvision's RandomResizedCrop.get_params with its 10 tries drawn at once.
 
+  `uniforms` [22]: 10 for the areas, 10 for the log ratios, then top and left.
   The first try that fits wins (argmax over the tries), else the fallback.
   """
   grid = source_size is not None
   height, width = source_size if grid else (1.0, 1.0)
   snap = jnp.round if grid else (lambda v: v)  # round half to even, as Python's round.
-  k_area, k_ratio, k_top, k_left = jax.random.split(key, 4)
-  area = height * width * jax.random.uniform(k_area, (CROP_TRIES,), minval=scale[0], maxval=scale[1])
-  aspect = jnp.exp(jax.random.uniform(
-      k_ratio, (CROP_TRIES,), minval=math.log(ratio[0]), maxval=math.log(ratio[1])))
+  area = height * width * (scale[0] + (scale[1] - scale[0]) * uniforms[:CROP_TRIES])
+  log_low, log_high = math.log(ratio[0]), math.log(ratio[1])
+  aspect = jnp.exp(log_low + (log_high - log_low) * uniforms[CROP_TRIES:2 * CROP_TRIES])
   crop_w, crop_h = snap(jnp.sqrt(area * aspect)), snap(jnp.sqrt(area / aspect))
   fits = (crop_w > 0) & (crop_w <= width) & (crop_h > 0) & (crop_h <= height)
   first, found = jnp.argmax(fits), jnp.any(fits)
   fallback_h, fallback_w = _fallback_size(height, width, ratio, round if grid else (lambda v: v))
   crop_h = jnp.where(found, crop_h[first], fallback_h)
   crop_w = jnp.where(found, crop_w[first], fallback_w)
+  u_top, u_left = uniforms[2 * CROP_TRIES], uniforms[2 * CROP_TRIES + 1]
   if grid:  # randint(0, height - h + 1), and the fallback's floor division.
-    top = jnp.where(found, jnp.floor(jax.random.uniform(k_top) * (height - crop_h + 1)), (height - fallback_h) // 2)
-    left = jnp.where(found, jnp.floor(jax.random.uniform(k_left) * (width - crop_w + 1)), (width - fallback_w) // 2)
+    top = jnp.where(found, jnp.floor(u_top * (height - crop_h + 1)), (height - fallback_h) // 2)
+    left = jnp.where(found, jnp.floor(u_left * (width - crop_w + 1)), (width - fallback_w) // 2)
   else:
-    top = jnp.where(found, jax.random.uniform(k_top) * (1 - crop_h), (1 - fallback_h) / 2)
-    left = jnp.where(found, jax.random.uniform(k_left) * (1 - crop_w), (1 - fallback_w) / 2)
+    top = jnp.where(found, u_top * (1 - crop_h), (1 - fallback_h) / 2)
+    left = jnp.where(found, u_left * (1 - crop_w), (1 - fallback_w) / 2)
   return jnp.stack([top / height, left / width, crop_h / height, crop_w / width]).astype(jnp.float32)
 
 
