@@ -1,0 +1,37 @@
+"""Datasets: synthetic3d (embedded), 3DIEBench (on disk) and tfds (without TensorFlow)."""
+
+from typing import Any, NamedTuple
+
+from steerjax.data.sources import ArraySource, DatasetNotFoundError
+
+__all__ = ["ArraySource", "DatasetNotFoundError", "Datasets", "get_datasets"]
+
+
+class Datasets(NamedTuple):
+  train: Any
+  val: Any
+  num_classes: int
+  image_size: int
+  has_views: bool
+
+
+def get_datasets(data_cfg) -> Datasets:
+  """Train and validation sources for `data_cfg.name` ("synthetic3d" | "3diebench" | a tfds name)."""
+  name, size = data_cfg.name, data_cfg.image_size
+  if name == "synthetic3d":
+    from steerjax.data import sources, synthetic3d  # pylint: disable=g-import-not-at-top
+    seed = data_cfg.get("seed", 0)
+    data = synthetic3d.load(data_cfg.get("num_objects", 2000), data_cfg.get("views_per_object", 10), size, seed)
+    train_idx, val_idx = synthetic3d.split_by_object(data, data_cfg.get("val_fraction", 0.2), seed)
+    return Datasets(ArraySource(sources.subset(data, train_idx)), ArraySource(sources.subset(data, val_idx)),
+                    synthetic3d.NUM_CLASSES, size, True)
+  if name == "3diebench":
+    from steerjax.data import iebench  # pylint: disable=g-import-not-at-top
+    root, index_dir = data_cfg.get("root", None), data_cfg.get("index_dir", None)
+    return Datasets(iebench.IEBenchSource(root, "train", size, index_dir),
+                    iebench.IEBenchSource(root, "val", size, index_dir), iebench.NUM_CLASSES, size, True)
+  from steerjax.data import tfds_source  # pylint: disable=g-import-not-at-top
+  data_dir = data_cfg.get("data_dir", None)
+  train = tfds_source.TfdsSource(name, data_cfg.get("train_split", "train"), data_dir, size)
+  val = tfds_source.TfdsSource(name, data_cfg.get("val_split", "test"), data_dir, size)
+  return Datasets(train, val, train.num_classes, size, False)
