@@ -4,10 +4,10 @@ Every op is a pure function of one image (float32, HWC, values in [0, 1]) and
 explicit parameters, which may be traced per example; only shapes and kernel
 sizes are static. The pixels equal those of `torchvision.transforms.v2.functional`
 on float tensors for the same parameters, because the seed papers' pipelines
-used torchvision. dm-pix is used where its semantics are the same (hue, rec601
-grayscale, solarize); jnp elsewhere (dm-pix brightness is additive, its
-contrast uses per-channel means, its saturation works in HSV whereas torchvision
-blends with the rec601 grayscale image, and its blur pads with zeros).
+used torchvision. dm-pix supplies the ops whose semantics are the same (hue,
+solarize); the rest are jnp: dm-pix brightness is additive, its contrast uses
+per-channel means, its saturation works in HSV where torchvision blends with
+the rec601 grayscale image, and its blur pads with zeros.
 """
 
 import dm_pix as pix
@@ -21,8 +21,12 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 
 
 def _gray(image):
-  """rec601 luma [H, W, 1] with torchvision's weights (0.2989, 0.587, 0.114)."""
-  return pix.rgb_to_grayscale(image, keep_dims=False)
+  """rec601 luma [H, W, 1] with torchvision's weights (0.2989, 0.587, 0.114).
+
+  Written as a weighted sum rather than dm-pix's tensordot: XLA fuses it into
+  the surrounding elementwise ops, where a K=3 dot runs as a separate, slow op.
+  """
+  return 0.2989 * image[..., :1] + 0.587 * image[..., 1:2] + 0.114 * image[..., 2:]
 
 
 def _blend(image, other, factor):
@@ -97,29 +101,31 @@ def color_jitter(image, factors, order):
 
   factors = (brightness, contrast, saturation, hue delta); order is a
   permutation of (BRIGHTNESS, CONTRAST, SATURATION, HUE), the ops in the order
-  applied. The three blends before the hue shift, the hue shift, then the blends
-  after it: the costly HSV round trip is computed once, not once per position.
+  applied. Blends (factor 1 where inactive) for the steps before the hue shift,
+  the hue shift, then blends for the steps after it: the costly HSV round trip
+  runs once, not once per possible position.
   """
   order = jnp.asarray(order)
   hue_step = jnp.argmax(order == HUE)
 
-  def blends(x, active):
-    for step in range(4):
+  def blends(x, steps, active):
+    for step in steps:
       op = order[step]
-      factor = jnp.where(active(step) & (op != HUE), factors[jnp.minimum(op, SATURATION)], 1.0)
+      factor = jnp.where(active(step), factors[jnp.minimum(op, SATURATION)], 1.0)
       gray = _gray(x)
       other = jnp.where(op == CONTRAST, jnp.mean(gray), jnp.where(op == SATURATION, gray, 0.0))
       x = _blend(x, other, factor)
     return x
 
-  image = blends(image, lambda step: step < hue_step)
+  # Steps 0-2 can precede the hue shift, steps 1-3 follow it.
+  image = blends(image, range(3), lambda step: step < hue_step)
   image = adjust_hue(image, factors[HUE])
-  return blends(image, lambda step: step > hue_step)
+  return blends(image, range(1, 4), lambda step: step > hue_step)
 
 
 def grayscale(image, flag):
   """rec601 luma replicated to three channels where `flag` is true."""
-  return jnp.where(flag, pix.rgb_to_grayscale(image, keep_dims=True), image)
+  return jnp.where(flag, jnp.broadcast_to(_gray(image), image.shape), image)
 
 
 def gaussian_blur(image, sigma, kernel_size: int):
