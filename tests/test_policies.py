@@ -76,7 +76,7 @@ def test_crop_distribution(draws, name, scale):
 def test_crop_fallback_is_torchvision_centre_crop():
   for ratio, (height, width) in (((3.0, 4.0), (75, 224)), ((0.25, 0.3), (224, 67))):
     policy = policies.Policy("impossible", crop_scale=(0.9, 1.0), crop_ratio=ratio)
-    box = np.asarray(policy.sample(jax.random.key(0), (224, 224))["box"]) * 224
+    box = np.asarray(jax.jit(policy.sample, static_argnums=1)(jax.random.key(0), (224, 224))["box"]) * 224
     np.testing.assert_allclose(box, [(224 - height) // 2, (224 - width) // 2, height, width], atol=1e-3)
 
 
@@ -210,9 +210,10 @@ def test_augment_batch_shapes_determinism_and_no_python_loop():
   other, _ = augment.augment_batch(policy, jax.random.key(2), small, 32)
   assert np.abs(np.asarray(other) - np.asarray(views)).max() > 0.1
   np.testing.assert_allclose(vectors, policy.encode(params), atol=1e-6)
+  apply = jax.jit(policy.apply, static_argnums=2)
   for i in range(4):
     example = jax.tree.map(lambda v: v[i], params)
-    np.testing.assert_allclose(views[i], policy.apply(small[i] / 255.0, example, 32), atol=1e-5)
+    np.testing.assert_allclose(views[i], apply(small[i] / 255.0, example, 32), atol=1e-5)
   # One vmapped program: its size does not grow with the batch.
   program = lambda b: str(jax.make_jaxpr(augment.augment_batch_with_params.__wrapped__, static_argnums=(0, 3))(
       policy, jax.random.key(0), small[:1].repeat(b, 0), 32))
