@@ -138,3 +138,16 @@ def test_default_size_is_fast(tmp_path, monkeypatch):
   start = time.perf_counter()
   synthetic3d.load(2000, 10, 32, seed=0)
   assert time.perf_counter() - start < 2
+
+
+def test_get_datasets_splits_by_object(tmp_path, monkeypatch):
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from steerjax import data  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv("STEERJAX_CACHE", str(tmp_path))
+  cfg = ml_collections.ConfigDict(dict(name="synthetic3d", image_size=32, num_objects=5 * synthetic3d.NUM_CLASSES,
+                                       views_per_object=2, val_fraction=0.2, seed=0))
+  ds = data.get_datasets(cfg)
+  assert ds.has_views and ds.num_classes == synthetic3d.NUM_CLASSES and ds.image_size == 32
+  assert len(ds.train) + len(ds.val) == 10 * synthetic3d.NUM_CLASSES and len(ds.val) == 2 * synthetic3d.NUM_CLASSES
+  assert not set(ds.train.arrays["object_id"]) & set(ds.val.arrays["object_id"])
+  assert ds.val.object_table().shape == (synthetic3d.NUM_CLASSES, 2)
