@@ -18,6 +18,7 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 import ml_collections
 
 from steerjax import config as config_lib
@@ -96,6 +97,7 @@ def _fail(message: str) -> None:
 
 def main(argv: list[str], evaluate_only: bool = False) -> None:
   del argv
+  logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
   import jax  # pylint: disable=g-import-not-at-top
   from steerjax import data, train, evaluate  # pylint: disable=g-import-not-at-top
 

@@ -33,6 +33,8 @@ from steerjax.data.loader import Loader
 from steerjax.methods.base import Method
 
 DATA_AXIS = "data"
+# Train steps fold their step number into the run key; initialisation uses a stream no step reaches.
+_INIT_STREAM = 2**32 - 1
 
 
 @flax.struct.dataclass
@@ -68,7 +70,7 @@ def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, ja
 def init_variables(method: Method, model: nn.Module, example_batch: dict[str, np.ndarray],
                    seed: int) -> dict[str, Any]:
   """Model variables from `seed`; the example batch only fixes input shapes."""
-  init_rng, input_rng = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), -1))
+  init_rng, input_rng = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), _INIT_STREAM))
   inputs = method.make_inputs(example_batch, input_rng)
   return flax.core.unfreeze(model.init(init_rng, inputs, train=False))
 

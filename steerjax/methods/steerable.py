@@ -11,15 +11,13 @@ on projections of the two views, or cross-entropy on their labels (config.task).
 import dataclasses
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import optax
 
 from steerjax import losses
-from steerjax import steerers
+from steerjax.methods import common
 from steerjax.methods.base import Method
 from steerjax.models import heads
-from steerjax.models import resnet
 
 
 class SteerableModel(nn.Module):
@@ -52,14 +50,12 @@ class Steerable(Method):
   transform_source: str | None = "augment"
 
   def build_model(self) -> nn.Module:
-    m, h = self.config.model, self.config.head
-    encoder = resnet.get_encoder(m.name, m.width_multiplier, m.cifar_stem)
+    encoder = common.encoder(self.config)
     if self.config.task == "simclr":
-      head = heads.MLPHead((h.proj_hidden,), h.proj_dim, last_bn=True, last_bn_affine=False)
+      head = common.projector(self.config)
     else:
       head = heads.MLPHead((), self.num_classes, last_bn=False)
-    steerer = steerers.get_steerer(self.config.steerer.name, encoder.feature_dim, self.g_dim(),
-                                   hidden=self.config.steerer.hidden)
+    steerer = common.steerer(self.config, encoder.feature_dim, self.g_dim())
     return SteerableModel(encoder, steerer, head)
 
   def make_inputs(self, batch, rng):
