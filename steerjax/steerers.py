@@ -27,8 +27,12 @@ def _check_g(g: jax.Array, g_dim: int) -> None:
 
 
 def _apply_basis(generators: jax.Array, z: jax.Array) -> jax.Array:
-  """(A_k z) for generators [k, d, d] and z [..., d] -> [..., k, d]."""
-  return jnp.einsum("kij,...j->...ki", generators, z)
+  """(A_k z) for generators [k, d, d] and z [..., d] -> [..., k, d].
+
+  One [.., d] x [d, k·d] matmul: XLA:CPU runs the equivalent batched einsum ~8x slower.
+  """
+  k, d, _ = generators.shape
+  return (z @ generators.reshape(k * d, d).T).reshape(*z.shape[:-1], k, d)
 
 
 def _weighted_sum(basis_out: jax.Array, g: jax.Array) -> jax.Array:
