@@ -80,12 +80,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.progress = True
 
   c.eval = dict(
-      evaluators=("linear_probe", "knn", "steering", "learned_equivariance", "tta", "ood"),
+      evaluators=("linear_probe", "knn", "steering", "sie_retrieval", "rotation_r2",
+                  "learned_equivariance", "tta", "ood"),
       batch_size=512,
       probe_epochs=100, probe_lr=1e-2, probe_batch_size=256, probe_optimizer="adam",
       knn_k=20,
-      tta_views=16,
-      ood_severity=3,
+      tta_views=16, tta_examples=500,  # TTA and OOD use this many held-out images
+      ood_severity=3,  # severity of the corrupted set in the clean-vs-corrupted AUC
+      r2_hidden=256, r2_steps=500,  # relative-rotation regressor (SIE uses 1024 wide)
       max_examples=4000,  # cap on evaluation examples per split (0 = all)
   )
   return c

@@ -16,8 +16,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from steerjax import augment
+from steerjax import tta
 from steerjax import train as train_lib
+from steerjax.data import rotations
+from steerjax.metrics import corruptions
 from steerjax.metrics import equivariance
+from steerjax.metrics import learned_equivariance
+from steerjax.metrics import ood
 from steerjax.metrics import probes
 
 
@@ -25,6 +30,7 @@ from steerjax.metrics import probes
 class Context:
   """A trained model plus cached features, shared by all evaluators."""
   run: train_lib.Run
+  workdir: str
   variables: Any
   random_variables: Any
   _cache: dict = dataclasses.field(default_factory=dict)
@@ -146,10 +152,173 @@ def steering(ctx: Context) -> dict | None:
   return out
 
 
+def _probs(ctx: Context, features: np.ndarray) -> np.ndarray:
+  return np.asarray(jax.nn.softmax(probes.probe_logits(ctx.probe()["head"], features), -1))
+
+
+def _tta_probs(ctx: Context, images_uint8: np.ndarray) -> dict[str, np.ndarray]:
+  """Class probabilities without TTA, with image-space TTA and with steered TTA.
+
+  Both TTA paths use the same N sampled augmentations per image and the linear-probe head; the
+  steered path embeds the plain image once and applies ρ(g_n) to that one embedding.
+  """
+  method, n = ctx.run.method, ctx.config.eval.tta_views
+  z = ctx.batched("embed", ctx.variables, ctx.floats(images_uint8))
+  out = {"none": _probs(ctx, z)}
+  if not method.steers_representation:
+    return out
+  images, image_probs, gs = jnp.asarray(images_uint8), 0.0, []
+  for k in range(n):
+    views, g = augment.augment_batch(method.policy(), jax.random.PRNGKey(1000 + k), images,
+                                     ctx.image_size)
+    image_probs += _probs(ctx, ctx.batched("embed", ctx.variables, np.asarray(views))) / n
+    gs.append(np.asarray(g))
+  steer = lambda z_, g_: ctx.apply_fn("steer")(ctx.variables, z_, g_)
+  head = lambda z_: probes.probe_logits(ctx.probe()["head"], z_)
+  steered = jax.jit(lambda z_, g_: tta.steered_tta(head, z_, g_, steer_fn=steer))
+  out["image"] = image_probs
+  out["steered"] = np.asarray(steered(jnp.asarray(z), jnp.asarray(np.stack(gs, 1))))
+  return out
+
+
+def _subset(ctx: Context, split: str, n: int) -> dict[str, np.ndarray]:
+  return {k: v[:n] for k, v in ctx.images(split).items()}
+
+
+def test_time_augmentation(ctx: Context) -> dict | None:
+  """Top-1 of the linear probe with no TTA, image-space TTA and steered TTA."""
+  if not ctx.run.method.steers_representation:
+    return None
+  val = _subset(ctx, "val", ctx.config.eval.tta_examples)
+  probs = _tta_probs(ctx, val["image"])
+  return {f"tta_{mode}_top1": float(np.mean(p.argmax(-1) == val["label"])) for mode, p in probs.items()}
+
+
+def out_of_distribution(ctx: Context) -> dict:
+  """Corrupted held-out images: accuracy per corruption × severity, and clean-vs-corrupted AUC."""
+  e = ctx.config.eval
+  val = _subset(ctx, "val", e.tta_examples)
+  clean = _tta_probs(ctx, val["image"])
+  out, aucs = {}, {mode: [] for mode in clean}
+  for name in corruptions.CORRUPTIONS:
+    for severity in range(1, 6):
+      images = corruptions.corrupt(val["image"], name, severity, seed=ctx.config.seed)
+      if severity == e.ood_severity:
+        probs = _tta_probs(ctx, images)
+        for mode, p in probs.items():
+          auc = ood.ood_auc(clean[mode], p, "msp")
+          aucs[mode].append(auc)
+          out[f"ood_auc_{mode}_{name}"] = auc
+      else:
+        probs = {"none": _probs(ctx, ctx.batched("embed", ctx.variables, ctx.floats(images)))}
+      out[f"corrupt_top1_{name}_s{severity}"] = float(np.mean(probs["none"].argmax(-1) == val["label"]))
+  out["corrupt_top1_mean"] = float(np.mean([v for k, v in out.items() if k.startswith("corrupt_top1")]))
+  out.update({f"ood_auc_{mode}_mean": float(np.mean(v)) for mode, v in aucs.items()})
+  return out
+
+
+def layer_equivariance(ctx: Context) -> dict:
+  """Per-layer learned equivariance: Bruintjes et al.'s correlation and Gruver et al.'s LEE."""
+  encoder = ctx.run.method.build_model().encoder
+  variables = {c: ctx.variables[c]["encoder"] for c in ("params", "batch_stats")}
+  sown = learned_equivariance.sown_features_fn(encoder, variables)
+  depth_order = list(encoder.strides) + ["output"]  # input to output, as the plot reads
+
+  def features_fn(x):
+    feats = sown(x)
+    return {k: feats[k] for k in depth_order}
+
+  images = jnp.asarray(ctx.floats(_subset(ctx, "val", 64)["image"]))
+  results = {"correlation": learned_equivariance.correlation_equivariance(
+      jax.jit(features_fn), images, encoder.strides)}
+  results["lie_derivative"] = {g: learned_equivariance.layer_lie_derivatives(
+      features_fn, images, encoder.strides, g) for g in ("translate_x", "rotate")}
+  if jax.process_index() == 0:
+    learned_equivariance.plot_layer_equivariance(
+        results, os.path.join(ctx.workdir, "layer_equivariance.png"))
+  out = {f"equiv_corr_{t}_{layer}": v for t, layers in results["correlation"].items()
+         for layer, v in layers.items()}
+  out.update({f"lee_{g}_{layer}": v for g, layers in results["lie_derivative"].items()
+              for layer, v in layers.items()})
+  return out
+
+
+def _view_table(ctx: Context) -> np.ndarray | None:
+  """[objects, views] indices into the capped val split, whole objects only."""
+  val = ctx.images("val")
+  if "object_id" not in val:
+    return None
+  ids, counts = np.unique(val["object_id"], return_counts=True)
+  whole = np.isin(val["object_id"], ids[counts == counts.max()])
+  order = np.lexsort((val["view_id"], val["object_id"]))
+  order = order[whole[order]]
+  return order.reshape(-1, counts.max())
+
+
+def sie_retrieval(ctx: Context) -> dict | None:
+  """SIE's MRR / H@k and PRE of the predictor on held-out objects (DESIGN.md §7)."""
+  method, table = ctx.run.method, _view_table(ctx)
+  if method.transform_source != "pairs" or table is None:
+    return None
+  val = ctx.images("val")
+  latent = val["latent"][table]  # [O, V, 7]
+  g = rotations.relative_transform(np.repeat(latent[:, :1], latent.shape[1], 1), latent)
+  g = g[..., : method.g_dim()].astype(np.float32)
+  z = ctx.batched("steer_embed", ctx.variables, ctx.floats(val["image"]))[table]
+  predict = lambda z_, g_: ctx.batched("steer", ctx.variables, np.asarray(z_), np.asarray(g_))
+  out = equivariance.sie_retrieval(jnp.asarray(z), jnp.asarray(g), predict)
+  flat_z, flat_g = z.reshape(-1, z.shape[-1]), g.reshape(-1, g.shape[-1])
+  pred = predict(np.repeat(z[:, 0], z.shape[1], 0), flat_g)
+  pose = rotations.matrix_to_quaternion(rotations.euler_to_matrix(latent[..., :3])).reshape(-1, 4)
+  out["pre"] = equivariance.pre(pred, pose, flat_z, pose)
+  return {f"sie_{k.replace('@', '')}": v for k, v in out.items()}
+
+
+def rotation_r2(ctx: Context) -> dict | None:
+  """R² of the relative rotation regressed from a pair of embeddings (train pairs → val pairs)."""
+  if "latent" not in ctx.images("val"):
+    return None
+  e, rng = ctx.config.eval, np.random.default_rng(ctx.config.seed)
+  data = {}
+  for split in ("train", "val"):
+    arrays, feats = ctx.images(split), ctx.features(split)
+    a, b = rng.permutation(len(feats)), rng.permutation(len(feats))
+    # Two views of the same object where the split has several, else any two images.
+    if "object_id" in arrays:
+      b = _partner_view(arrays["object_id"], a, rng)
+    y = rotations.relative_quaternion(arrays["latent"][a], arrays["latent"][b]).astype(np.float32)
+    data[split] = feats[a], feats[b], y
+  out = {}
+  for part, sl in (("all", slice(None)),) + ctx.run.method.representation_parts:
+    (ta, tb, ty), (va, vb, vy) = data["train"], data["val"]
+    out[f"rotation_r2_{part}"] = equivariance.regress_r2(
+        ta[:, sl], tb[:, sl], ty, va[:, sl], vb[:, sl], vy, hidden=(e.r2_hidden, e.r2_hidden),
+        steps=e.r2_steps, seed=ctx.config.seed)
+  return out
+
+
+def _partner_view(object_id: np.ndarray, anchors: np.ndarray, rng) -> np.ndarray:
+  """For each anchor index, a random index of a *different* view of the same object."""
+  by_object: dict[int, np.ndarray] = {}
+  for obj in np.unique(object_id):
+    by_object[int(obj)] = np.flatnonzero(object_id == obj)
+  partners = []
+  for i in anchors:
+    choices = by_object[int(object_id[i])]
+    choices = choices[choices != i] if len(choices) > 1 else choices
+    partners.append(rng.choice(choices))
+  return np.asarray(partners)
+
+
 EVALUATORS: dict[str, Callable[[Context], dict | None]] = {
     "linear_probe": linear_probe,
     "knn": knn,
     "steering": steering,
+    "sie_retrieval": sie_retrieval,
+    "rotation_r2": rotation_r2,
+    "learned_equivariance": layer_equivariance,
+    "tta": test_time_augmentation,
+    "ood": out_of_distribution,
 }
 
 
@@ -160,7 +329,7 @@ def random_init_variables(run: train_lib.Run) -> Any:
 
 def evaluate_run(run: train_lib.Run, workdir: str) -> dict[str, float]:
   """Runs the configured evaluators and writes report.json / report.md."""
-  ctx = Context(run, train_lib.variables_for_eval(run.state), random_init_variables(run))
+  ctx = Context(run, workdir, train_lib.variables_for_eval(run.state), random_init_variables(run))
   report: dict[str, float] = {"train_seconds": run.train_seconds,
                               "train_steps": int(run.config.total_steps)}
   skipped = []

@@ -32,6 +32,12 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (ex
 
 _overrides: list[str] = []
 
+# Printed at the end of a run; report.json / report.md hold everything.
+HEADLINE = ("train_seconds", "linear_probe_top1", "linear_probe_top1_random_init", "knn_top1",
+            "steering_error", "steering_cosine", "sie_mrr", "sie_h1", "rotation_r2_all",
+            "tta_none_top1", "tta_image_top1", "tta_steered_top1", "ood_auc_none_mean",
+            "ood_auc_steered_mean", "corrupt_top1_mean")
+
 
 def load_config(spec: str) -> ml_collections.ConfigDict:
   """Loads `path[:arg]` by calling the module's `get_config(arg)`."""
@@ -130,9 +136,10 @@ def main(argv: list[str], evaluate_only: bool = False) -> None:
     return
   report = evaluate.evaluate_run(run, workdir)
   if jax.process_index() == 0:
-    print(f"report: {os.path.join(workdir, 'report.md')}")
-    for key, value in report.items():
-      print(f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}")
+    print(f"report: {os.path.join(workdir, 'report.md')} ({len(report)} numbers); headline:")
+    for key in HEADLINE:
+      if key in report:
+        print(f"  {key}: {report[key]:.4g}")
 
 
 def run(evaluate_only: bool = False) -> None:

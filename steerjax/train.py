@@ -126,8 +126,8 @@ def make_train_step(method: Method, model: nn.Module, tx: optax.GradientTransfor
       tau = losses.byol_tau(state.step, total_steps, method.config.loss.ema_base)
       target_params = losses.ema_update(state.target_params, params, tau)
 
-    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads),
-               "param_norm": optax.global_norm(params), **terms}
+    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
+               "param_norm": optax.tree.norm(params), **terms}
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                               opt_state=opt_state, target_params=target_params,
                               target_batch_stats=new_target_stats)

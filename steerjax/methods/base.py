@@ -8,6 +8,7 @@ trained on equal terms.
 
 The model returned by `build_model` must provide:
   __call__(inputs, train) -> dict   everything the loss needs;
+  encoder                           the backbone submodule (attribute name `encoder`);
   embed(x) -> [B, d]                the representation evaluated by probes;
   steer_embed(x) -> [B, d']         the embedding the steerer/predictor acts on
                                     (absent if the method has none);
@@ -51,6 +52,11 @@ class Method:
   # "pairs" — g is the rendered relative transformation between two views;
   # None — the method has no steerer.
   transform_source: str | None = None
+  # The steerer acts on the representation `embed` itself (not a head's output), so a probe
+  # trained on representations can classify steered embeddings: steered TTA applies.
+  steers_representation: bool = False
+  # Named slices of the representation evaluated separately (SIE: invariant / equivariant half).
+  representation_parts: tuple[tuple[str, slice], ...] = ()
 
   def build_model(self) -> nn.Module:
     raise NotImplementedError

@@ -48,6 +48,7 @@ class SteerableModel(nn.Module):
 @dataclasses.dataclass(frozen=True)
 class Steerable(Method):
   transform_source: str | None = "augment"
+  steers_representation: bool = True
 
   def build_model(self) -> nn.Module:
     encoder = common.encoder(self.config)
