@@ -327,7 +327,8 @@ def test_sie_learns_equivariant_predictor_and_invariant_half():
             .astype(np.float32)}
 
   state = initial_state(method, model, tx, pairs_batch(), mesh)
-  random_variables = {"params": state.params, "batch_stats": state.batch_stats}
+  # A host copy: the train step donates (and so deletes) the state's buffers.
+  random_variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
   step_fn = train.make_train_step(method, model, tx, mesh, total_steps=300)
   for _ in range(300):
     state, _ = step_fn(state, train.global_batch(pairs_batch(), mesh))
@@ -339,9 +340,12 @@ def test_sie_learns_equivariant_predictor_and_invariant_half():
       np.repeat(latents[:, :1], views, 1).reshape(-1, 7), latents.reshape(-1, 7)
   ).astype(np.float32).reshape(num_objects, views, 6)[..., :4]
 
+  apply = jax.jit(lambda v, *args, name: model.apply(v, *args, method=name),
+                  static_argnames="name")
+
   def retrieval(variables):
-    z = model.apply(variables, images, method="steer_embed").reshape(num_objects, views, -1)
-    predict = lambda zz, g: model.apply(variables, zz, g, method="steer")
+    z = apply(variables, images, name="steer_embed").reshape(num_objects, views, -1)
+    predict = lambda zz, g: apply(variables, zz, g, name="steer")
     return equivariance.sie_retrieval(z, jnp.asarray(transforms), predict)["mrr"]
 
   def within_object_share(h):
@@ -351,7 +355,7 @@ def test_sie_learns_equivariant_predictor_and_invariant_half():
 
   mrr_trained, mrr_random = retrieval(trained_variables), retrieval(random_variables)
   assert mrr_trained > mrr_random + 0.05, (mrr_trained, mrr_random)
-  h = model.apply(trained_variables, images, method="embed")
+  h = apply(trained_variables, images, name="embed")
   h_inv, h_equi = np.split(np.asarray(h), 2, axis=-1)
   assert within_object_share(h_inv) < within_object_share(h_equi)
 
