@@ -6,14 +6,20 @@ f is the encoder, g_i the sampled augmentation of view i (encoded as a parameter
 plain resized image and ρ(g) a steerer acting on the representation itself, so that at test time
 N augmented embeddings cost one encoder pass and N steerer products. L_task is SimCLR's NT-Xent
 on projections of the two views, or cross-entropy on their labels (config.task).
+
+With `config.loss.pairs` (multi-view data such as synthetic3d), view 2 augments *another
+rendered view* of the object, so the task term also teaches invariance to the object's pose and
+lighting, and only view 1 (an augmentation of x) has a steering term.
 """
 
 import dataclasses
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import optax
 
+from steerjax import augment
 from steerjax import losses
 from steerjax.methods import common
 from steerjax.methods.base import Method
@@ -59,8 +65,15 @@ class Steerable(Method):
     steerer = common.steerer(self.config, encoder.feature_dim, self.g_dim())
     return SteerableModel(encoder, steerer, head)
 
+  def __post_init__(self):
+    object.__setattr__(self, "needs_pairs", common.uses_pairs(self.config))
+
   def make_inputs(self, batch, rng):
-    v1, g1, v2, g2 = self.two_views(batch, rng)
+    k1, k2 = jax.random.split(rng)
+    second = augment.get_policy(self.config.augment.policy2 or self.config.augment.policy)
+    v1, g1 = augment.augment_batch(self.policy(), k1, batch["image"], self.image_size)
+    v2, g2 = augment.augment_batch(second, k2, batch["image2" if self.needs_pairs else "image"],
+                                   self.image_size)
     return {"x0": self.original(batch), "view1": v1, "view2": v2, "g1": g1, "g2": g2,
             "label": batch["label"]}
 
@@ -72,7 +85,8 @@ class Steerable(Method):
       labels = jnp.concatenate([inputs["label"], inputs["label"]])
       logits = jnp.concatenate([outputs["head1"], outputs["head2"]])
       task = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-    steer = 0.5 * (losses.steering_loss(outputs["pred1"], outputs["z1"])
-                   + losses.steering_loss(outputs["pred2"], outputs["z2"]))
+    steer = losses.steering_loss(outputs["pred1"], outputs["z1"])
+    if not self.needs_pairs:  # view 2 is an augmentation of x too
+      steer = 0.5 * (steer + losses.steering_loss(outputs["pred2"], outputs["z2"]))
     loss = task + self.config.loss.steer_weight * steer
     return loss, {"task": task, "steer": steer}
