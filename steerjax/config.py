@@ -9,14 +9,17 @@ import difflib
 
 import ml_collections
 
-METHODS = ("supervised", "steerable", "simclr", "byol", "vicreg", "equimod_simclr",
-           "equimod_byol", "equimod_pairs", "sie", "augself")
+from steerjax import methods
+from steerjax import optim
+from steerjax import steerers
+from steerjax.models import resnet
+
+METHODS = tuple(methods.REGISTRY)
 TASKS = ("simclr", "supervised")
-DATASETS_BUILTIN = ("synthetic3d", "3diebench")
-MODELS = ("resnet18", "resnet50")
-STEERERS = ("linear", "hyper_linear", "hyper_mlp", "expm", "equimod")
-OPTIMIZERS = ("lars", "sgd", "adam", "adamw")
-SCHEDULES = ("cosine", "constant")
+MODELS = tuple(resnet.ARCHITECTURES)
+STEERERS = tuple(steerers.STEERERS)
+OPTIMIZERS = optim.OPTIMIZERS
+SCHEDULES = optim.SCHEDULES
 DTYPES = ("float32", "bfloat16")
 EVALUATORS = ("linear_probe", "knn", "steering", "sie_retrieval", "rotation_r2",
               "learned_equivariance", "tta", "ood")
@@ -40,8 +43,12 @@ def base_config() -> ml_collections.ConfigDict:
       num_objects=2000, views_per_object=10, val_fraction=0.2, seed=0,
       # tfds: data_dir "" means tfds' default (~/tensorflow_datasets or $TFDS_DATA_DIR)
       data_dir="", train_split="train", val_split="test",
-      # 3diebench: the folder holding SYNSET/OBJECT/image_K.jpg and the index files
-      root="",
+      # simclr/vicreg/augself/steerable on multi-view data: view 2 comes from another rendered
+      # view of the object (SIE's 3DIEBench protocol) instead of the same image.
+      pairs=False,
+      # 3diebench: the folder holding SYNSET/OBJECT/image_K.jpg; index_dir holds
+      # train_images.npy / val_images.npy ("" = root)
+      root="", index_dir="",
   )
   c.model = dict(name="resnet18", width_multiplier=0.25, cifar_stem=True, dtype="float32")
   # policy2: BYOL's second (asymmetric) view policy; "" means the same as policy.
@@ -57,9 +64,6 @@ def base_config() -> ml_collections.ConfigDict:
       equi_factor=0.45,  # SIE: equivariance weight = equi_factor * sim_coeff
       augself_weight=1.0,
       ema_base=0.996,  # BYOL τ at step 0, cosine to 1
-      # simclr/vicreg/augself: the two views are two rendered views of one object
-      # (batch image/image2, SIE's 3DIEBench protocol) instead of two augmentations.
-      pairs=False,
   )
   c.head = dict(
       proj_hidden=512, proj_dim=128, pred_hidden=512,

@@ -256,7 +256,11 @@ def _view_table(ctx: Context) -> np.ndarray | None:
 
 
 def sie_retrieval(ctx: Context) -> dict | None:
-  """SIE's MRR / H@k and PRE of the predictor on held-out objects (DESIGN.md §7)."""
+  """SIE's MRR / H@k and PRE of the predictor on held-out objects (DESIGN.md §7).
+
+  Also the MRR of a randomly initialised model: with V views per object, chance is far from 0
+  (about (1/V) Σ_r 1/r), so the trained figure means little without it.
+  """
   method, table = ctx.run.method, _view_table(ctx)
   if method.transform_source != "pairs" or table is None:
     return None
@@ -264,14 +268,21 @@ def sie_retrieval(ctx: Context) -> dict | None:
   latent = val["latent"][table]  # [O, V, 7]
   g = rotations.relative_transform(np.repeat(latent[:, :1], latent.shape[1], 1), latent)
   g = g[..., : method.g_dim()].astype(np.float32)
-  z = ctx.batched("steer_embed", ctx.variables, ctx.floats(val["image"]))[table]
-  predict = lambda z_, g_: ctx.batched("steer", ctx.variables, np.asarray(z_), np.asarray(g_))
-  out = equivariance.sie_retrieval(jnp.asarray(z), jnp.asarray(g), predict)
-  flat_z, flat_g = z.reshape(-1, z.shape[-1]), g.reshape(-1, g.shape[-1])
-  pred = predict(np.repeat(z[:, 0], z.shape[1], 0), flat_g)
-  pose = rotations.matrix_to_quaternion(rotations.euler_to_matrix(latent[..., :3])).reshape(-1, 4)
-  out["pre"] = equivariance.pre(pred, pose, flat_z, pose)
-  return {f"sie_{k.replace('@', '')}": v for k, v in out.items()}
+  images = ctx.floats(val["image"])
+  out = {}
+  for prefix, variables in (("sie", ctx.variables), ("sie_random_init", ctx.random_variables)):
+    z = ctx.batched("steer_embed", variables, images)[table]
+    predict = lambda z_, g_, v=variables: ctx.batched("steer", v, np.asarray(z_), np.asarray(g_))
+    scores = equivariance.sie_retrieval(jnp.asarray(z), jnp.asarray(g), predict)
+    if prefix == "sie":
+      flat_z, flat_g = z.reshape(-1, z.shape[-1]), g.reshape(-1, g.shape[-1])
+      pred = predict(np.repeat(z[:, 0], z.shape[1], 0), flat_g)
+      pose = rotations.matrix_to_quaternion(rotations.euler_to_matrix(latent[..., :3])).reshape(-1, 4)
+      scores["pre"] = equivariance.pre(pred, pose, flat_z, pose)
+    else:
+      scores = {"mrr": scores["mrr"]}
+    out.update({f"{prefix}_{k.replace('@', '')}": v for k, v in scores.items()})
+  return out
 
 
 def rotation_r2(ctx: Context) -> dict | None:

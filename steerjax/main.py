@@ -34,7 +34,7 @@ _overrides: list[str] = []
 
 # Printed at the end of a run; report.json / report.md hold everything.
 HEADLINE = ("train_seconds", "linear_probe_top1", "linear_probe_top1_random_init", "knn_top1",
-            "steering_error", "steering_cosine", "sie_mrr", "sie_h1", "rotation_r2_all",
+            "steering_error", "steering_cosine", "sie_mrr", "sie_random_init_mrr", "sie_h1", "rotation_r2_all",
             "tta_none_top1", "tta_image_top1", "tta_steered_top1", "ood_auc_none_mean",
             "ood_auc_steered_mean", "corrupt_top1_mean")
 

@@ -69,7 +69,7 @@ def iebench(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.model.width_multiplier = 1.0
   c.model.cifar_stem = False
   c.augment.policy = "none"  # no augmentation: the transformation is the rendered one
-  c.loss.pairs = True
+  c.data.pairs = True
   c.steerer.use_colour = False  # rotation only (SIE); SIERotColor uses the 6 numbers
   c.batch_size = 1024  # README: --batch-size 1024
   c.total_steps = steps(2000, IEBENCH_TRAIN_OBJECTS, c.batch_size)  # README: --epochs 2000

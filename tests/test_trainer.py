@@ -25,10 +25,7 @@ TINY = ["--config.data.num_objects=40", "--config.data.views_per_object=4",
 
 
 def _env(**extra):
-  env = dict(os.environ, PYTHONUNBUFFERED="1", **extra)
-  env.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(os.environ["STEERJAX_CACHE"], "xla"))
-  env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
-  return env
+  return dict(os.environ, PYTHONUNBUFFERED="1", **extra)
 
 
 def _cli(workdir, *args, **popen):
@@ -39,7 +36,7 @@ def _cli(workdir, *args, **popen):
 
 
 def _final_params(workdir, step):
-  restored = ocp.StandardCheckpointer().restore(os.path.join(workdir, "checkpoints", str(step)))
+  restored = ocp.StandardCheckpointer().restore(os.path.join(workdir, "checkpoints", str(step), "default"))
   return restored["params"]
 
 

@@ -27,11 +27,11 @@ def get_datasets(data_cfg) -> Datasets:
                     synthetic3d.NUM_CLASSES, size, True)
   if name == "3diebench":
     from steerjax.data import iebench  # pylint: disable=g-import-not-at-top
-    root, index_dir = data_cfg.get("root", None), data_cfg.get("index_dir", None)
+    root, index_dir = data_cfg.get("root") or None, data_cfg.get("index_dir") or None
     return Datasets(iebench.IEBenchSource(root, "train", size, index_dir),
                     iebench.IEBenchSource(root, "val", size, index_dir), iebench.NUM_CLASSES, size, True)
   from steerjax.data import tfds_source  # pylint: disable=g-import-not-at-top
-  data_dir = data_cfg.get("data_dir", None)
+  data_dir = data_cfg.get("data_dir") or None
   train = tfds_source.TfdsSource(name, data_cfg.get("train_split", "train"), data_dir, size)
   val = tfds_source.TfdsSource(name, data_cfg.get("val_split", "test"), data_dir, size)
   return Datasets(train, val, train.num_classes, size, False)

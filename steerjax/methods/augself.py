@@ -5,7 +5,7 @@
 An auxiliary MLP φ on the concatenated representations of the two views regresses what
 separates them, ω: the differences of their augmentation parameters (`augment.relative`,
 e.g. crop centre/size and colour-jitter factor deltas), or on rendered pairs
-(`loss.pairs`, SIE's 3DIEBench baseline) the relative transformation g. Predicting ω forces
+(`data.pairs`, SIE's 3DIEBench baseline) the relative transformation g. Predicting ω forces
 f to keep the information the augmentations would otherwise teach it to discard.
 φ is SIE's: Linear(2d→k) ReLU Linear(k→k) ReLU Linear(k→|ω|), k = `head.augself_hidden`
 (0: 2d); w = `loss.augself_weight`.

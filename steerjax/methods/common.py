@@ -3,7 +3,7 @@
 Two views for a joint-embedding loss come from one of two places:
   * augmentation (the ImageNet/CIFAR papers): two sampled augmentations of
     `batch["image"]`, with their standardised parameter vectors p1, p2;
-  * rendered pairs (SIE's 3DIEBench protocol, `config.loss.pairs` or a method
+  * rendered pairs (SIE's 3DIEBench protocol, `config.data.pairs` or a method
     that always needs them): `batch["image"]` and `batch["image2"]`, two views of
     one object, each passed through the augmentation policy ("none" in SIE: a
     plain resize), and g the rendered transformation view 1 -> view 2.
@@ -12,6 +12,7 @@ Two views for a joint-embedding loss come from one of two places:
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 
 from steerjax import augment
@@ -23,7 +24,7 @@ from steerjax.models import resnet
 
 def encoder(config: ml_collections.ConfigDict):
   m = config.model
-  return resnet.get_encoder(m.name, m.width_multiplier, m.cifar_stem)
+  return resnet.get_encoder(m.name, m.width_multiplier, m.cifar_stem, dtype=jnp.dtype(m.dtype))
 
 
 def projector(config: ml_collections.ConfigDict, out_dim: int | None = None,
@@ -49,7 +50,7 @@ def steerer(config: ml_collections.ConfigDict, dim: int, g_dim: int):
 
 
 def uses_pairs(config: ml_collections.ConfigDict) -> bool:
-  return bool(config.loss.pairs)
+  return bool(config.data.pairs)
 
 
 def view_pair(method: Method, batch: Batch, rng: jax.Array, with_params: bool = False):

@@ -3,7 +3,7 @@
     L = NT-Xent(z1, z2; τ),   z_i = g(f(x_i))
 
 f the encoder, g the projector, x1 and x2 two augmentations of one image (or, with
-`config.loss.pairs`, two rendered views of one object as in SIE's 3DIEBench
+`config.data.pairs`, two rendered views of one object as in SIE's 3DIEBench
 baseline). NT-Xent: cosine logits / τ over the 2N views of the global batch, the
 other view of the same image is the positive, self-similarity removed.
 """

@@ -7,7 +7,7 @@ plain resized image and ρ(g) a steerer acting on the representation itself, so 
 N augmented embeddings cost one encoder pass and N steerer products. L_task is SimCLR's NT-Xent
 on projections of the two views, or cross-entropy on their labels (config.task).
 
-With `config.loss.pairs` (multi-view data such as synthetic3d), view 2 augments *another
+With `config.data.pairs` (multi-view data such as synthetic3d), view 2 augments *another
 rendered view* of the object, so the task term also teaches invariance to the object's pose and
 lighting, and only view 1 (an augmentation of x) has a steering term.
 """

@@ -5,7 +5,7 @@
 h(Z) = mean_j relu(1 − sqrt(Var(Z_j) + 1e-4)) keeps every dimension's spread above 1,
 c(Z) = Σ_{i≠j} C(Z)_ij² / d decorrelates dimensions. λ, μ, ν = `loss.sim_coeff`,
 `loss.std_coeff`, `loss.cov_coeff`: 25/25/1 in the paper, 10/10/1 in SIE's baseline
-(two rendered views of one object, `loss.pairs`).
+(two rendered views of one object, `data.pairs`).
 """
 
 import dataclasses
