@@ -13,6 +13,7 @@ from steerjax import config as config_lib
 
 def get_config(arg=None):
   c = config_lib.base_config()
+  c.optim.warmup_steps = 15
   if arg == "smoke":
     c.total_steps = 30
     c.data.num_objects = 300

@@ -73,13 +73,13 @@ def base_config() -> ml_collections.ConfigDict:
       augself_hidden=0,  # AugSelf MLP width; 0 = twice its input (SIE's baseline)
   )
 
-  c.batch_size = 256
-  c.total_steps = 300
+  c.batch_size = 128
+  c.total_steps = 150
   c.optim = dict(name="adamw", learning_rate=2e-3, weight_decay=1e-6, momentum=0.9,
-                 nesterov=False, warmup_epochs=0.0, schedule="cosine", warmup_steps=20)
+                 nesterov=False, warmup_epochs=0.0, schedule="cosine", warmup_steps=0)
 
   c.log_every = 10
-  c.checkpoint_every = 100
+  c.checkpoint_every = 50
   c.keep_checkpoints = 2
   c.progress = True
 

@@ -55,8 +55,6 @@ class Method:
   # The steerer acts on the representation `embed` itself (not a head's output), so a probe
   # trained on representations can classify steered embeddings: steered TTA applies.
   steers_representation: bool = False
-  # Named slices of the representation evaluated separately (SIE: invariant / equivariant half).
-  representation_parts: tuple[tuple[str, slice], ...] = ()
 
   def build_model(self) -> nn.Module:
     raise NotImplementedError
@@ -69,6 +67,11 @@ class Method:
            step: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Returns the scalar loss and a dict of named terms to log."""
     raise NotImplementedError
+
+  @property
+  def representation_parts(self) -> tuple[tuple[str, slice], ...]:
+    """Named slices of the representation evaluated separately (SIE: invariant/equivariant half)."""
+    return ()
 
   # Shared helpers -----------------------------------------------------------
 

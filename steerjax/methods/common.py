@@ -11,6 +11,7 @@ Two views for a joint-embedding loss come from one of two places:
 
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -20,6 +21,20 @@ from steerjax import steerers
 from steerjax.methods.base import Batch, Method
 from steerjax.models import heads
 from steerjax.models import resnet
+
+
+class TwoViewModel(nn.Module):
+  """Encoder + projector on two views in one batch: the model of SimCLR and VICReg."""
+  encoder: nn.Module
+  projector: nn.Module
+
+  def __call__(self, inputs, train: bool):
+    h = self.encoder(jnp.concatenate([inputs["view1"], inputs["view2"]]), train)
+    z1, z2 = jnp.split(self.projector(h, train), 2)
+    return {"z1": z1, "z2": z2}
+
+  def embed(self, x):
+    return self.encoder(x, train=False)
 
 
 def encoder(config: ml_collections.ConfigDict):

@@ -11,24 +11,10 @@ other view of the same image is the positive, self-similarity removed.
 import dataclasses
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from steerjax import losses
 from steerjax.methods import common
 from steerjax.methods.base import Method
-
-
-class SimCLRModel(nn.Module):
-  encoder: nn.Module
-  projector: nn.Module
-
-  def __call__(self, inputs, train: bool):
-    h = self.encoder(jnp.concatenate([inputs["view1"], inputs["view2"]]), train)
-    z1, z2 = jnp.split(self.projector(h, train), 2)
-    return {"z1": z1, "z2": z2}
-
-  def embed(self, x):
-    return self.encoder(x, train=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +24,7 @@ class SimCLR(Method):
     object.__setattr__(self, "needs_pairs", common.uses_pairs(self.config))
 
   def build_model(self) -> nn.Module:
-    return SimCLRModel(common.encoder(self.config), common.projector(self.config))
+    return common.TwoViewModel(common.encoder(self.config), common.projector(self.config))
 
   def make_inputs(self, batch, rng):
     v1, v2, _ = common.view_pair(self, batch, rng)
