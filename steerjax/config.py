@@ -89,7 +89,7 @@ def base_config() -> ml_collections.ConfigDict:
       batch_size=512,
       probe_epochs=100, probe_lr=1e-2, probe_batch_size=256, probe_optimizer="adam",
       knn_k=20,
-      tta_views=16, tta_examples=500,  # TTA and OOD use this many held-out images
+      tta_views=8, tta_examples=256,  # TTA and OOD use this many held-out images
       ood_severity=3,  # severity of the corrupted set in the clean-vs-corrupted AUC
       r2_hidden=256, r2_steps=500,  # relative-rotation regressor (SIE uses 1024 wide)
       max_examples=4000,  # cap on evaluation examples per split (0 = all)
