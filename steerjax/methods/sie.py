@@ -80,6 +80,11 @@ class SIE(Method):
   needs_pairs: bool = True
   transform_source: str | None = "pairs"
 
+  @property
+  def representation_parts(self) -> tuple[tuple[str, slice], ...]:
+    half = common.encoder(self.config).feature_dim // 2
+    return (("inv", slice(0, half)), ("equi", slice(half, None)))
+
   def build_model(self) -> nn.Module:
     c = self.config
     return SIEModel(common.encoder(c), common.projector(c), common.projector(c),
