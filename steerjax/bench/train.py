@@ -43,7 +43,7 @@ def time_steps(cfg, steps: int) -> dict:
     jax.block_until_ready(metrics)
     times.append(time.perf_counter() - t0)
   step_s = float(np.median(times))
-  return {"model": f"{cfg.model.name}x{cfg.model.width_multiplier}", "image_size": cfg.data.image_size,
+  return {"model": f"{cfg.model.name}x{cfg.model.width_multiplier}", "image_size": cfg.augment.size or cfg.data.image_size,
           "batch_size": cfg.batch_size, "step_seconds": step_s,
           "examples_per_s": cfg.batch_size / step_s, "first_step_seconds": compile_s}
 
