@@ -242,9 +242,7 @@ def train(config, workdir: str, mesh: Mesh | None = None) -> Run:
   completed = True
   t_start = time.perf_counter()
   with _StopRequest() as stop, open(metrics_path, "a") if is_main else open(os.devnull, "w") as log:
-    for step, batch in loader.iterate(start):
-      if step >= config.total_steps:
-        break
+    for step, batch in loader.iterate(start, max(0, config.total_steps - start)):
       state, metrics = step_fn(state, global_batch(batch, mesh))
       metrics = jax.device_get(metrics)
       done = step + 1
