@@ -9,6 +9,7 @@ Two views for a joint-embedding loss come from one of two places:
     plain resize), and g the rendered transformation view 1 -> view 2.
 """
 
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
@@ -35,6 +36,21 @@ class TwoViewModel(nn.Module):
 
   def embed(self, x):
     return self.encoder(x, train=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class TwoViewMethod(Method):
+  """Plumbing of a joint-embedding method on two views; subclasses write only the loss."""
+
+  def __post_init__(self):
+    object.__setattr__(self, "needs_pairs", uses_pairs(self.config))
+
+  def build_model(self) -> nn.Module:
+    return TwoViewModel(encoder(self.config), projector(self.config))
+
+  def make_inputs(self, batch, rng):
+    v1, v2, _ = view_pair(self, batch, rng)
+    return {"view1": v1, "view2": v2}
 
 
 def encoder(config: ml_collections.ConfigDict):

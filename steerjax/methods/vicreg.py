@@ -10,25 +10,12 @@ c(Z) = Σ_{i≠j} C(Z)_ij² / d decorrelates dimensions. λ, μ, ν = `loss.sim_
 
 import dataclasses
 
-import flax.linen as nn
-
 from steerjax import losses
 from steerjax.methods import common
-from steerjax.methods.base import Method
 
 
 @dataclasses.dataclass(frozen=True)
-class VICReg(Method):
-
-  def __post_init__(self):
-    object.__setattr__(self, "needs_pairs", common.uses_pairs(self.config))
-
-  def build_model(self) -> nn.Module:
-    return common.TwoViewModel(common.encoder(self.config), common.projector(self.config))
-
-  def make_inputs(self, batch, rng):
-    v1, v2, _ = common.view_pair(self, batch, rng)
-    return {"view1": v1, "view2": v2}
+class VICReg(common.TwoViewMethod):
 
   def loss(self, outputs, inputs, target_outputs, step):
     del inputs, target_outputs, step
