@@ -233,6 +233,9 @@ def layer_equivariance(ctx: Context) -> dict:
       jax.jit(features_fn), images, encoder.strides)}
   results["lie_derivative"] = {g: learned_equivariance.layer_lie_derivatives(
       features_fn, images, encoder.strides, g) for g in ("translate_x", "rotate")}
+  # Jitted functions return dicts in sorted-key order; the plot reads input to output.
+  results = {k: {fam: {n: layers[n] for n in depth_order + ["overall"] if n in layers}
+                 for fam, layers in v.items()} for k, v in results.items()}
   if jax.process_index() == 0:
     learned_equivariance.plot_layer_equivariance(
         results, os.path.join(ctx.workdir, "layer_equivariance.png"))

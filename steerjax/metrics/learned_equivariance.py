@@ -265,7 +265,9 @@ def plot_layer_equivariance(results: Mapping[str, Mapping[str, Mapping[str, floa
       ax.plot(range(len(names)), [per_layer[k] for k in names], marker="o", label=family)
       ax.set_xticks(range(len(names)), names, rotation=30)
     if key == "lie_derivative":
+      # LEE is a mean square (>= 0) and can be exactly 0, which a log axis cannot show.
       ax.set_yscale("symlog", linthresh=1e-6)
+      ax.set_ylim(bottom=0)
     ax.set_title(title)
     ax.set_xlabel("layer")
     ax.legend()
