@@ -38,7 +38,13 @@ def get_config(arg=None):
   c.optim.weight_decay = 1e-6  # run: --weight_decay=1e-6
   c.optim.warmup_epochs = 10.0  # run: --nb_epochs_warmup=10
   c.optim.schedule = "cosine"
-  c.eval.evaluators = ("linear_probe", "knn", "steering", "tta", "ood")
+  c.eval.evaluators = ("linear_probe", "knn", "steering", "tta", "ood", "transfer")
+  # Bhardwaj et al. report transfer probes, ImageNet-C robustness and OOD AUC; sets that are not
+  # prepared in data.data_dir are skipped.
+  c.eval.transfer_datasets = ("oxford_flowers102", "caltech_birds2011", "dtd", "oxford_iiit_pet",
+                              "food101", "cars196", "stl10")
+  c.eval.ood_datasets = ("imagenet2012_corrupted/gaussian_noise_3", "imagenet2012_corrupted/defocus_blur_3")
+  c.eval.ood_split = "validation"
   c.eval.max_examples = 50_000
   c.eval.probe_epochs = 90
   return presets.finish(c, arg, "steerable_imagenet")

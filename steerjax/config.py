@@ -22,7 +22,7 @@ OPTIMIZERS = optim.OPTIMIZERS
 SCHEDULES = optim.SCHEDULES
 DTYPES = ("float32", "bfloat16")
 EVALUATORS = ("linear_probe", "knn", "steering", "sie_retrieval", "rotation_r2",
-              "learned_equivariance", "tta", "ood")
+              "learned_equivariance", "tta", "ood", "transfer")
 
 
 class ConfigError(ValueError):
@@ -85,13 +85,16 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.eval = dict(
       evaluators=("linear_probe", "knn", "steering", "sie_retrieval", "rotation_r2",
-                  "learned_equivariance", "tta", "ood"),
+                  "learned_equivariance", "tta", "ood", "transfer"),
       batch_size=512,
       probe_epochs=100, probe_lr=1e-2, probe_batch_size=256, probe_optimizer="adam",
       knn_k=20,
       tta_views=8, tta_examples=256,  # TTA and OOD use this many held-out images
       ood_severity=3,  # severity of the corrupted set in the clean-vs-corrupted AUC
-      r2_hidden=256, r2_steps=500,  # relative-rotation regressor (SIE uses 1024 wide)
+      r2_hidden=256, r2_steps=500,
+      # Prepared tfds datasets (read from data.data_dir; skipped when absent): linear probes on
+      # transfer sets (train -> test split), and extra out-of-distribution sets for `ood`.
+      transfer_datasets=(), ood_datasets=(), ood_split="test",  # relative-rotation regressor (SIE uses 1024 wide)
       max_examples=4000,  # cap on evaluation examples per split (0 = all)
   )
   return c

@@ -16,9 +16,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from steerjax import augment
+from steerjax import data
 from steerjax import tta
 from steerjax import train as train_lib
 from steerjax.data import rotations
+from steerjax.data import tfds_source
 from steerjax.metrics import corruptions
 from steerjax.metrics import equivariance
 from steerjax.metrics import learned_equivariance
@@ -75,6 +77,21 @@ class Context:
         self._cache[key] = {k: v[idx] for k, v in arrays.items()}
       else:
         examples = [source[int(i)] for i in idx]
+        self._cache[key] = {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+    return self._cache[key]
+
+  def tfds_examples(self, name: str, split: str) -> dict[str, np.ndarray] | None:
+    """Up to `eval.max_examples` examples of a prepared tfds dataset; None when it is absent."""
+    key = ("tfds", name, split)
+    if key not in self._cache:
+      try:
+        source = tfds_source.TfdsSource(name, split, self.config.data.data_dir or None,
+                                        self.config.data.image_size)
+      except data.DatasetNotFoundError:
+        self._cache[key] = None
+      else:
+        n = min(len(source), self.config.eval.max_examples or len(source))
+        examples = [source[i] for i in range(n)]
         self._cache[key] = {k: np.stack([e[k] for e in examples]) for k in examples[0]}
     return self._cache[key]
 
@@ -181,6 +198,23 @@ def _tta_probs(ctx: Context, images_uint8: np.ndarray) -> dict[str, np.ndarray]:
   return out
 
 
+def transfer(ctx: Context) -> dict | None:
+  """Linear probes on the frozen encoder for each `eval.transfer_datasets` that is prepared."""
+  e, out = ctx.config.eval, {}
+  for name in e.transfer_datasets:
+    train = ctx.tfds_examples(name, "train")
+    test = ctx.tfds_examples(name, "test") or ctx.tfds_examples(name, "validation")
+    if train is None or test is None:
+      continue
+    feats = [ctx.batched("embed", ctx.variables, ctx.floats(d["image"])) for d in (train, test)]
+    num_classes = int(max(train["label"].max(), test["label"].max())) + 1
+    result = probes.linear_probe(feats[0], train["label"], feats[1], test["label"], num_classes,
+                                 epochs=e.probe_epochs, batch_size=e.probe_batch_size,
+                                 lr=e.probe_lr, optimizer=e.probe_optimizer, seed=ctx.config.seed)
+    out[f"transfer_{name.replace('/', '_')}_top1"] = result["top1"]
+  return out or None
+
+
 def _subset(ctx: Context, split: str, n: int) -> dict[str, np.ndarray]:
   return {k: v[:n] for k, v in ctx.images(split).items()}
 
@@ -213,6 +247,14 @@ def out_of_distribution(ctx: Context) -> dict:
         probs = {"none": _probs(ctx, ctx.batched("embed", ctx.variables, ctx.floats(images)))}
       out[f"corrupt_top1_{name}_s{severity}"] = float(np.mean(probs["none"].argmax(-1) == val["label"]))
   out["corrupt_top1_mean"] = float(np.mean([v for k, v in out.items() if k.startswith("corrupt_top1")]))
+  # Prepared tfds out-of-distribution sets (e.g. cifar10_corrupted/gaussian_noise_3), when present.
+  for name in e.ood_datasets:
+    other = ctx.tfds_examples(name, e.ood_split)
+    if other is None:
+      continue
+    probs = _tta_probs(ctx, other["image"][: e.tta_examples])
+    for mode, p in probs.items():
+      out[f"ood_auc_{mode}_{name.replace('/', '_')}"] = ood.ood_auc(clean[mode], p, "msp")
   out.update({f"ood_auc_{mode}_mean": float(np.mean(v)) for mode, v in aucs.items()})
   return out
 
@@ -333,6 +375,7 @@ EVALUATORS: dict[str, Callable[[Context], dict | None]] = {
     "learned_equivariance": layer_equivariance,
     "tta": test_time_augmentation,
     "ood": out_of_distribution,
+    "transfer": transfer,
 }
 
 

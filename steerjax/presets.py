@@ -41,6 +41,7 @@ def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.eval.batch_size = 256
   c.eval.max_examples = 600
   c.eval.probe_epochs = 20
+  c.eval.transfer_datasets, c.eval.ood_datasets = (), ()  # smoke runs read no tfds data
   return c
 
 

@@ -62,3 +62,21 @@ def test_evaluation_uses_inference_mode_batchnorm(trained):
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
   with pytest.raises(train.NoCheckpointError, match="no checkpoint in"):
     train.restore(_tiny_config(), str(tmp_path))
+
+
+def test_transfer_probes_run_on_prepared_sets_and_skip_absent_ones(trained, tmp_path):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  cfg, workdir, run, _ = trained
+  ctx = evaluate.Context(run, workdir, train.variables_for_eval(run.state), None)
+  with cfg.unlocked():
+    cfg.eval.transfer_datasets = ("dtd",)
+    cfg.data.data_dir = str(tmp_path)  # nothing prepared there
+  try:
+    assert evaluate.transfer(ctx) is None
+    with tfds.testing.mock_data(num_examples=24):
+      fresh = evaluate.Context(run, workdir, ctx.variables, None)
+      out = evaluate.transfer(fresh)
+    assert set(out) == {"transfer_dtd_top1"} and 0.0 <= out["transfer_dtd_top1"] <= 1.0
+  finally:
+    with cfg.unlocked():
+      cfg.data.data_dir = ""
