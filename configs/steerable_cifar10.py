@@ -42,8 +42,7 @@ def get_config(arg=None):
   c.eval.evaluators = ("linear_probe", "knn", "steering", "tta", "ood", "transfer")
   # Bhardwaj et al. report transfer probes, ImageNet-C robustness and OOD AUC; sets that are not
   # prepared in data.data_dir are skipped.
-  c.eval.transfer_datasets = ("oxford_flowers102", "caltech_birds2011", "dtd", "oxford_iiit_pet",
-                              "food101", "cars196", "stl10")
+  c.eval.transfer_datasets = presets.TRANSFER_DATASETS
   c.eval.ood_datasets = ("cifar10_corrupted/gaussian_noise_3", "cifar10_corrupted/defocus_blur_3")
   c.eval.ood_split = "test"
   c.eval.max_examples = 0

@@ -11,6 +11,11 @@ import ml_collections
 from steerjax import config as config_lib
 
 
+# The transfer sets of Bhardwaj et al. (and most SSL papers); skipped when not prepared.
+TRANSFER_DATASETS = ("oxford_flowers102", "caltech_birds2011", "dtd", "oxford_iiit_pet",
+                     "food101", "cars196", "stl10")
+
+
 def steps(epochs: int, num_train: int, batch_size: int) -> int:
   """Optimiser steps of a paper schedule: epochs × full batches per epoch (drop_last)."""
   return epochs * (num_train // batch_size)
