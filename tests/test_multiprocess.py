@@ -8,6 +8,7 @@ import sys
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+import pytest
 
 from test_trainer import ROOT, TINY, _env
 
@@ -30,6 +31,7 @@ def _state(workdir, like=None):
   return ocp.StandardCheckpointer().restore(path, target)
 
 
+@pytest.mark.slow  # ~70 s on 2 cores: three processes compile the train step at once
 def test_two_processes_match_one(tmp_path):
   env = _env(JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo")
   address = f"127.0.0.1:{_free_port()}"
