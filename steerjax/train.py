@@ -205,6 +205,15 @@ def _truncate_metrics(path: str, step: int) -> None:
     f.writelines(kept)
 
 
+def _train_seconds(workdir: str) -> float:
+  """Training time of the run's earlier sessions that ended cleanly (a killed one records none)."""
+  path = os.path.join(workdir, "train_seconds.json")
+  if not os.path.exists(path):
+    return 0.0
+  with open(path) as f:
+    return json.load(f)["seconds"]
+
+
 def setup(config, mesh: Mesh | None = None):
   """Builds data, method, model, optimiser, loader and the fresh train state."""
   mesh = mesh or make_mesh()
@@ -234,8 +243,7 @@ def train(config, workdir: str, mesh: Mesh | None = None) -> Run:
     _truncate_metrics(metrics_path, start)
   step_fn = make_train_step(method, model, tx, mesh, config.total_steps)
   throughput = Throughput(config.batch_size)
-  seconds_path = os.path.join(workdir, "train_seconds.json")
-  train_seconds = json.load(open(seconds_path))["seconds"] if start and os.path.exists(seconds_path) else 0.0
+  train_seconds = _train_seconds(workdir) if start else 0.0
 
   bar = tqdm(total=config.total_steps, initial=start, disable=not (config.progress and is_main),
              dynamic_ncols=True, desc="train")
@@ -270,7 +278,7 @@ def train(config, workdir: str, mesh: Mesh | None = None) -> Run:
   bar.close()
   train_seconds += time.perf_counter() - t_start
   if is_main:
-    with open(seconds_path, "w") as f:
+    with open(os.path.join(workdir, "train_seconds.json"), "w") as f:
       json.dump({"seconds": train_seconds}, f)
   ckpt.close()
   return Run(config, method, model, datasets, state, mesh, example, train_seconds, completed)
@@ -291,6 +299,4 @@ def restore(config, workdir: str, mesh: Mesh | None = None) -> Run:
                             f"python -m steerjax.main --config ... --workdir {workdir}")
   state = ckpt.restore(state, step)
   ckpt.close()
-  seconds_path = os.path.join(workdir, "train_seconds.json")
-  seconds = json.load(open(seconds_path))["seconds"] if os.path.exists(seconds_path) else float("nan")
-  return Run(config, method, model, datasets, state, mesh, example, seconds, True)
+  return Run(config, method, model, datasets, state, mesh, example, _train_seconds(workdir), True)
