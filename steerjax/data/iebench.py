@@ -35,7 +35,7 @@ class IEBenchSource:
   def __init__(self, root: str, split: str, image_size: int | None = None, index_dir: str | None = None,
                views_per_object: int = VIEWS_PER_OBJECT):
     if not root or not os.path.isdir(root):
-      raise _missing(f"dataset root '{root}' does not exist")
+      raise _missing("data.root is not set" if root is None else f"dataset root '{root}' does not exist")
     index_dir = index_dir or root
     images_file = os.path.join(index_dir, f"{split}_images.npy")
     if not os.path.exists(images_file):
