@@ -205,6 +205,15 @@ def _truncate_metrics(path: str, step: int) -> None:
     f.writelines(kept)
 
 
+def _tensorboard(workdir: str):
+  """A TensorBoard writer when tensorboardX is installed (optional: metrics.jsonl has it all)."""
+  try:
+    import tensorboardX  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return None
+  return tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+
 def _train_seconds(workdir: str) -> float:
   """Training time of the run's earlier sessions that ended cleanly (a killed one records none)."""
   path = os.path.join(workdir, "train_seconds.json")
@@ -248,6 +257,7 @@ def train(config, workdir: str, mesh: Mesh | None = None) -> Run:
   bar = tqdm(total=config.total_steps, initial=start, disable=not (config.progress and is_main),
              dynamic_ncols=True, desc="train")
   completed = True
+  writer = _tensorboard(workdir) if is_main else None
   t_start = time.perf_counter()
   with _StopRequest() as stop, open(metrics_path, "a") if is_main else open(os.devnull, "w") as log:
     for step, batch in loader.iterate(start, max(0, config.total_steps - start)):
@@ -268,6 +278,9 @@ def train(config, workdir: str, mesh: Mesh | None = None) -> Run:
                   **{k: float(v) for k, v in metrics.items()}}
         log.write(json.dumps(record) + "\n")
         log.flush()
+        for key, value in record.items():
+          if writer is not None and key != "step":
+            writer.add_scalar(key, value, done)
         bar.set_postfix(loss=f"{record['loss']:.4f}", ex_s=f"{ex_per_s:.0f}")
       ckpt.save(done, state, force=done == config.total_steps)
       if stop.signal_name or ckpt.reached_preemption(done):
@@ -276,6 +289,8 @@ def train(config, workdir: str, mesh: Mesh | None = None) -> Run:
         completed = done >= config.total_steps
         break
   bar.close()
+  if writer is not None:
+    writer.close()
   train_seconds += time.perf_counter() - t_start
   if is_main:
     with open(os.path.join(workdir, "train_seconds.json"), "w") as f:
