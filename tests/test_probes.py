@@ -1,6 +1,5 @@
 """Linear probe and weighted kNN on cases with known answers."""
 
-import jax
 import numpy as np
 import pytest
 
