@@ -16,12 +16,7 @@ CIFAR10_TRAIN = 50_000
 def get_config(arg=None):
   c = config_lib.base_config()
   c.method = "equimod_byol"
-  c.data.name = "cifar10"
-  c.data.image_size = 32
-  c.data.train_split, c.data.val_split = "train", "test"
-  c.model.name = "resnet18"  # run: --resnet_type=resnet18
-  c.model.width_multiplier = 1.0
-  c.model.cifar_stem = True  # model: 3x3 stride-1 conv1, no max-pool
+  presets.cifar10(c)
   c.augment.policy, c.augment.policy2 = "byol_view1", "byol_view2"  # BYOL's asymmetric pair (DESIGN.md §4)
   c.head.proj_layers, c.head.proj_hidden, c.head.proj_dim = 1, 4096, 256  # model: proj_head_inv h->4096->256, run: --z_dim=256
   c.head.proj_last_bn = False  # model: plain Linear output

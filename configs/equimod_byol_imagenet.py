@@ -16,13 +16,7 @@ IMAGENET_TRAIN = 1_281_167
 def get_config(arg=None):
   c = config_lib.base_config()
   c.method = "equimod_byol"
-  c.data.name = "imagenet2012"
-  c.data.image_size = 224
-  c.data.train_split, c.data.val_split = "train", "validation"
-  c.model.name = "resnet50"  # run: --resnet_type=resnet50
-  c.model.width_multiplier = 1.0
-  c.model.cifar_stem = False
-  c.model.dtype = "bfloat16"  # run: --precision=mixed
+  presets.imagenet(c)
   c.augment.policy, c.augment.policy2 = "byol_view1", "byol_view2"  # BYOL's asymmetric pair
   c.head.proj_layers, c.head.proj_hidden, c.head.proj_dim = 1, 4096, 256  # model: h->4096->256, run: --z_dim=256
   c.head.proj_last_bn = False

@@ -17,12 +17,7 @@ CIFAR10_TRAIN = 50_000
 def get_config(arg=None):
   c = config_lib.base_config()
   c.method = "equimod_simclr"
-  c.data.name = "cifar10"  # tfds
-  c.data.image_size = 32
-  c.data.train_split, c.data.val_split = "train", "test"
-  c.model.name = "resnet18"  # run: --resnet_type=resnet18
-  c.model.width_multiplier = 1.0
-  c.model.cifar_stem = True  # model: 3x3 stride-1 conv1, no max-pool (cifar10=True)
+  presets.cifar10(c)
   c.augment.policy = "simclr_cifar"  # paper: SimCLR's CIFAR augmentations (DESIGN.md §4)
   c.head.proj_layers, c.head.proj_hidden, c.head.proj_dim = 2, 2048, 128  # h->2048->2048->128, run: --z_dim=128
   c.head.proj_last_bn = True  # last BN without affine (DESIGN.md §5)

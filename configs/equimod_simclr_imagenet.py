@@ -16,13 +16,7 @@ IMAGENET_TRAIN = 1_281_167
 def get_config(arg=None):
   c = config_lib.base_config()
   c.method = "equimod_simclr"
-  c.data.name = "imagenet2012"
-  c.data.image_size = 224
-  c.data.train_split, c.data.val_split = "train", "validation"
-  c.model.name = "resnet50"  # run: --resnet_type=resnet50
-  c.model.width_multiplier = 1.0
-  c.model.cifar_stem = False
-  c.model.dtype = "bfloat16"  # run: --precision=mixed
+  presets.imagenet(c)
   c.augment.policy = "simclr_imagenet"  # SimCLR's ImageNet augmentations (DESIGN.md §4)
   c.head.proj_layers, c.head.proj_hidden, c.head.proj_dim = 2, 2048, 128  # run: --z_dim=128
   c.head.proj_last_bn = True

@@ -20,12 +20,7 @@ def get_config(arg=None):
   c = config_lib.base_config()
   c.method = "steerable"
   c.task = "simclr"
-  c.data.name = "cifar10"
-  c.data.image_size = 32
-  c.data.train_split, c.data.val_split = "train", "test"
-  c.model.name = "resnet18"  # run: --resnet_type=resnet18
-  c.model.width_multiplier = 1.0
-  c.model.cifar_stem = True
+  presets.cifar10(c)
   c.augment.policy = "simclr_cifar"
   c.steerer.name = "linear"  # DESIGN.md §5: linear in g, ρ = I at init
   c.head.proj_hidden, c.head.proj_dim = 2048, 128  # SimCLR projector width (run: --z_dim=128)

@@ -18,13 +18,7 @@ def get_config(arg=None):
   c = config_lib.base_config()
   c.method = "steerable"
   c.task = "simclr"
-  c.data.name = "imagenet2012"
-  c.data.image_size = 224
-  c.data.train_split, c.data.val_split = "train", "validation"
-  c.model.name = "resnet50"  # run: --resnet_type=resnet50
-  c.model.width_multiplier = 1.0
-  c.model.cifar_stem = False
-  c.model.dtype = "bfloat16"  # run: --precision=mixed
+  presets.imagenet(c)
   c.augment.policy = "simclr_imagenet"
   c.steerer.name = "linear"
   c.head.proj_hidden, c.head.proj_dim = 2048, 128  # run: --z_dim=128

@@ -19,12 +19,7 @@ CIFAR10_TRAIN = 50_000
 def get_config(arg=None):
   c = config_lib.base_config()
   c.method = "supervised"
-  c.data.name = "cifar10"
-  c.data.image_size = 32
-  c.data.train_split, c.data.val_split = "train", "test"
-  c.model.name = "resnet18"
-  c.model.width_multiplier = 1.0
-  c.model.cifar_stem = True
+  presets.cifar10(c)
   c.augment.policy = "simclr_cifar"
   c.batch_size = 128
   c.total_steps = presets.steps(200, CIFAR10_TRAIN, c.batch_size)

@@ -59,6 +59,31 @@ def finish(c: ml_collections.ConfigDict, arg: str | None, name: str) -> ml_colle
   return c
 
 
+def cifar10(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """CIFAR-10 from tfds with the papers' backbone: a full-width ResNet-18 with the CIFAR stem
+  (3x3 stride-1 conv1, no max-pool; EquiMod run_*_cifar10.slurm --resnet_type=resnet18)."""
+  c.data.name = "cifar10"
+  c.data.image_size = 32
+  c.data.train_split, c.data.val_split = "train", "test"
+  c.model.name = "resnet18"
+  c.model.width_multiplier = 1.0
+  c.model.cifar_stem = True
+  return c
+
+
+def imagenet(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """ImageNet from tfds at 224 with the papers' backbone: ResNet-50, ImageNet stem, bf16 compute
+  (EquiMod run_*_imagenet.slurm --resnet_type=resnet50 --precision=mixed)."""
+  c.data.name = "imagenet2012"
+  c.data.image_size = 224
+  c.data.train_split, c.data.val_split = "train", "validation"
+  c.model.name = "resnet50"
+  c.model.width_multiplier = 1.0
+  c.model.cifar_stem = False
+  c.model.dtype = "bfloat16"
+  return c
+
+
 IEBENCH_TRAIN_OBJECTS = 41_920  # DESIGN.md §6; SIE's loader draws one pair per object per epoch
 
 
