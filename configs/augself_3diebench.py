@@ -16,7 +16,7 @@ def get_config(arg=None):
   c = presets.iebench(config_lib.base_config())
   c.method = "augself"
   c.head.proj_layers, c.head.proj_hidden, c.head.proj_dim = 2, 2048, 2048  # main: --mlp 2048-2048-2048
-  c.head.proj_last_bn = False  # models: Projector ends with a plain Linear
+  c.head.proj_output = "linear"  # models: Projector ends with nn.Linear(..., bias=False)
   c.head.augself_hidden = 0  # models: Linear(2d, 2d) ReLU Linear(2d, 2d) ReLU Linear(2d, 4)
   c.loss.temperature = 0.1  # main: --simclr-temp 0.1
   c.loss.augself_weight = 1.0  # main: --ec-weight 1

@@ -19,7 +19,7 @@ def get_config(arg=None):
   presets.cifar10(c)
   c.augment.policy, c.augment.policy2 = "byol_view1", "byol_view2"  # BYOL's asymmetric pair
   c.head.proj_layers, c.head.proj_hidden, c.head.proj_dim = 1, 4096, 256  # model: h->4096->256, run: --z_dim=256
-  c.head.proj_last_bn = False
+  c.head.proj_output = "linear_bias"  # BYOL: the MLP ends with a Linear with bias
   c.head.pred_hidden = 4096  # model: predictor 256->4096->256
   c.loss.ema_base = 0.996  # run: --tau_base=0.996, cosine to 1
   c.batch_size = 512  # run: --batch_size=512

@@ -17,7 +17,7 @@ def get_config(arg=None):
   c = presets.iebench(config_lib.base_config())
   c.method = "equimod_pairs"
   c.head.proj_layers, c.head.proj_hidden, c.head.proj_dim = 2, 2048, 2048  # main: --mlp 2048-2048-2048, both projectors
-  c.head.proj_last_bn = False  # models: Projector ends with a plain Linear
+  c.head.proj_output = "linear"  # models: Projector ends with nn.Linear(..., bias=False)
   c.steerer.name = "hyper_linear"  # main: --predictor-type hypernetwork, --hypernetwork linear
   c.loss.temperature = 0.1  # main: --simclr-temp 0.1 (invariant term)
   c.loss.equi_temperature = 0.1  # models: the equivariant NT-Xent uses the same --simclr-temp

@@ -19,7 +19,7 @@ def get_config(arg=None):
   presets.imagenet(c)
   c.augment.policy, c.augment.policy2 = "byol_view1", "byol_view2"  # BYOL's asymmetric pair
   c.head.proj_layers, c.head.proj_hidden, c.head.proj_dim = 1, 4096, 256  # model: h->4096->256, run: --z_dim=256
-  c.head.proj_last_bn = False
+  c.head.proj_output = "linear_bias"  # BYOL: the MLP ends with a Linear with bias
   c.head.pred_hidden = 4096  # model: predictor_inv 256->4096->256
   c.head.equi_layers, c.head.equi_hidden, c.head.equi_dim = 2, 2048, 128  # model: proj_head_eq, run: --y_dim=128
   c.loss.equi_temperature = 0.2  # run: --temperature_y=0.2

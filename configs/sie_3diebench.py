@@ -19,7 +19,7 @@ def get_config(arg=None):
   # README --mlp 2048-2048-2048 scaled by each half's share (models: mlp_dims * ratio, --equi 256
   # of 512): each half's projector is 256 -> 1024 -> 1024 -> 1024.
   c.head.proj_layers, c.head.proj_hidden, c.head.proj_dim = 2, 1024, 1024
-  c.head.proj_last_bn = False  # models: Projector ends with a plain Linear
+  c.head.proj_output = "linear"  # models: Projector ends with nn.Linear(..., bias=False)
   c.steerer.name = "hyper_linear"  # README: --hypernetwork linear (W(g) = reshape(H g), no bias)
   c.loss.sim_coeff = 10.0  # README: --sim-coeff 10
   c.loss.std_coeff = 10.0  # README: --std-coeff 10 (also weighs the prediction's variance term)

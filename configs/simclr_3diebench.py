@@ -15,6 +15,6 @@ def get_config(arg=None):
   c = presets.iebench(config_lib.base_config())
   c.method = "simclr"
   c.head.proj_layers, c.head.proj_hidden, c.head.proj_dim = 2, 2048, 2048  # main: --mlp 2048-2048-2048
-  c.head.proj_last_bn = False  # models: Projector ends with a plain Linear
+  c.head.proj_output = "linear"  # models: Projector ends with nn.Linear(..., bias=False)
   c.loss.temperature = 0.1  # main: --simclr-temp 0.1
   return presets.finish(c, arg, "simclr_3diebench")

@@ -19,7 +19,7 @@ def get_config(arg=None):
   presets.cifar10(c)
   c.augment.policy = "simclr_cifar"  # DESIGN.md §4
   c.head.proj_layers, c.head.proj_hidden, c.head.proj_dim = 2, 2048, 128  # run: --z_dim=128, h->2048->2048->128
-  c.head.proj_last_bn = True  # last BN without affine
+  c.head.proj_output = "bn"  # last BN without affine
   c.loss.temperature = 0.5  # run: --temperature_z=0.5
   c.batch_size = 512  # run: --batch_size=512
   c.total_steps = presets.steps(800, CIFAR10_TRAIN, c.batch_size)  # run: --nb_epochs=800

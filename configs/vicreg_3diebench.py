@@ -15,6 +15,6 @@ def get_config(arg=None):
   c = presets.iebench(config_lib.base_config())
   c.method = "vicreg"
   c.head.proj_layers, c.head.proj_hidden, c.head.proj_dim = 2, 2048, 2048  # main: --mlp 2048-2048-2048
-  c.head.proj_last_bn = False  # models: Projector ends with a plain Linear
+  c.head.proj_output = "linear"  # models: Projector ends with nn.Linear(..., bias=False)
   c.loss.sim_coeff, c.loss.std_coeff, c.loss.cov_coeff = 10.0, 10.0, 1.0  # main: defaults 10/10/1
   return presets.finish(c, arg, "vicreg_3diebench")

@@ -12,6 +12,7 @@ import ml_collections
 from steerjax import methods
 from steerjax import optim
 from steerjax import steerers
+from steerjax.models import heads
 from steerjax.models import resnet
 
 METHODS = tuple(methods.REGISTRY)
@@ -68,7 +69,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.head = dict(
       proj_hidden=512, proj_dim=128, pred_hidden=512,
       proj_layers=1,  # hidden layers of the projector (SimCLR-CIFAR/EquiMod 2, BYOL 1, SIE 2)
-      proj_last_bn=True,  # last BN without affine (SimCLR, EquiMod); False: BYOL, VICReg, SIE
+      # Projector output layer (models.heads.OUTPUTS): "bn" = Dense -> BN without affine (SimCLR,
+      # EquiMod), "linear" = bias-free Dense (VICReg/SIE code), "linear_bias" (BYOL).
+      proj_output="bn",
       equi_hidden=512, equi_dim=128, equi_layers=2,  # EquiMod equivariant head
       augself_hidden=0,  # AugSelf MLP width; 0 = twice its input (SIE's baseline)
   )
@@ -126,7 +129,8 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int = 1) -> None:
   _check_keys(cfg, base_config())
   choices = {"method": METHODS, "task": TASKS, "model.name": MODELS,
              "steerer.name": STEERERS, "optim.name": OPTIMIZERS,
-             "optim.schedule": SCHEDULES, "model.dtype": DTYPES}
+             "optim.schedule": SCHEDULES, "model.dtype": DTYPES,
+             "head.proj_output": heads.OUTPUTS}
   for key, allowed in choices.items():
     value = cfg
     for part in key.split("."):

@@ -206,7 +206,7 @@ def tiny_config(name: str, **loss):
   if name in ("sie", "equimod_pairs"):
     c.steerer.name = "hyper_linear"
   if name in ("sie", "vicreg"):
-    c.head.proj_last_bn = False
+    c.head.proj_output = "linear"
   c.batch_size = 32
   c.loss.update(loss)
   return c

@@ -100,20 +100,26 @@ def test_bfloat16_forward_keeps_float32_params():
   np.testing.assert_allclose(out, reference, rtol=0.05, atol=0.05 * np.abs(reference).max())
 
 
-@pytest.mark.parametrize("last_bn,affine", [(True, False), (True, True), (False, False)])
-def test_mlp_head_layers(last_bn, affine):
-  head = MLPHead((16, 16), 8, last_bn=last_bn, last_bn_affine=affine)
+@pytest.mark.parametrize("output", ["bn", "linear", "linear_bias"])
+def test_mlp_head_layers(output):
+  head = MLPHead((16, 16), 8, output=output)
   x = jax.random.normal(jax.random.key(0), (10, 12))
   variables = head.init(jax.random.key(1), x, train=False)
   params = variables["params"]
   assert [params[f"Dense_{i}"]["kernel"].shape for i in range(3)] == [(12, 16), (16, 16), (16, 8)]
   assert "bias" not in params["Dense_0"] and "bias" not in params["Dense_1"]
-  assert ("bias" in params["Dense_2"]) == (not last_bn)
-  assert ("BatchNorm_2" in params) == (last_bn and affine)
-  assert ("BatchNorm_2" in variables["batch_stats"]) == last_bn
+  assert ("bias" in params["Dense_2"]) == (output == "linear_bias")
+  assert "BatchNorm_2" not in params  # the output BN has no affine
+  assert ("BatchNorm_2" in variables["batch_stats"]) == (output == "bn")
   out, _ = head.apply(variables, x, train=True, mutable=["batch_stats"])
   assert out.shape == (10, 8)
-  if last_bn and not affine:
+  if output == "bn":
     # Train-mode BN without affine: every output unit has batch mean 0 and variance ~1.
     np.testing.assert_allclose(out.mean(0), 0.0, atol=1e-5)
     np.testing.assert_allclose(out.var(0), 1.0, rtol=1e-3)
+
+
+def test_mlp_head_rejects_unknown_output():
+  head = MLPHead((4,), 2, output="relu")
+  with pytest.raises(ValueError, match="linear_bias"):
+    head.init(jax.random.key(0), jnp.zeros((2, 3)), train=False)

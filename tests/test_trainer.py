@@ -57,6 +57,7 @@ def _logged_steps(workdir):
     ("--config.method=simclrr", "one of supervised, steerable, simclr"),
     ("--config.model.name=vit", "config.model.name='vit' is not allowed; expected one of resnet18, resnet50"),
     ("--config.augment.policy=autoaugment", "config.augment.policy='autoaugment' is not allowed"),
+    ("--config.head.proj_output=bias", "expected one of bn, linear, linear_bias"),
 ])
 def test_bad_override_is_one_line_naming_the_key(override, expected):
   cfg = main_lib.load_config(os.path.join(ROOT, "configs/default.py"))

@@ -58,18 +58,16 @@ def encoder(config: ml_collections.ConfigDict):
   return resnet.get_encoder(m.name, m.width_multiplier, m.cifar_stem, dtype=jnp.dtype(m.dtype))
 
 
-def projector(config: ml_collections.ConfigDict, out_dim: int | None = None,
-              last_bn: bool | None = None) -> heads.MLPHead:
-  """`head.proj_layers` hidden layers of `head.proj_hidden`, then `head.proj_dim`."""
+def projector(config: ml_collections.ConfigDict) -> heads.MLPHead:
+  """`head.proj_layers` hidden layers of `head.proj_hidden`, then `head.proj_dim` as
+  `head.proj_output`."""
   h = config.head
-  return heads.MLPHead((h.proj_hidden,) * h.proj_layers, out_dim or h.proj_dim,
-                       last_bn=h.proj_last_bn if last_bn is None else last_bn,
-                       last_bn_affine=False)
+  return heads.MLPHead((h.proj_hidden,) * h.proj_layers, h.proj_dim, output=h.proj_output)
 
 
 def predictor(config: ml_collections.ConfigDict) -> heads.MLPHead:
   """BYOL's predictor: proj_dim -> pred_hidden -> proj_dim."""
-  return heads.MLPHead((config.head.pred_hidden,), config.head.proj_dim, last_bn=False)
+  return heads.MLPHead((config.head.pred_hidden,), config.head.proj_dim, output="linear_bias")
 
 
 def steerer(config: ml_collections.ConfigDict, dim: int, g_dim: int):

@@ -34,8 +34,7 @@ from steerjax.models import heads
 
 def equivariant_head(config) -> heads.MLPHead:
   h = config.head
-  return heads.MLPHead((h.equi_hidden,) * h.equi_layers, h.equi_dim, last_bn=True,
-                       last_bn_affine=False)
+  return heads.MLPHead((h.equi_hidden,) * h.equi_layers, h.equi_dim, output="bn")
 
 
 class EquiModModel(nn.Module):

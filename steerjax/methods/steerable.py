@@ -61,7 +61,7 @@ class Steerable(Method):
     if self.config.task == "simclr":
       head = common.projector(self.config)
     else:
-      head = heads.MLPHead((), self.num_classes, last_bn=False)
+      head = heads.MLPHead((), self.num_classes, output="linear_bias")
     steerer = common.steerer(self.config, encoder.feature_dim, self.g_dim())
     return SteerableModel(encoder, steerer, head)
 

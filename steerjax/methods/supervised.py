@@ -33,7 +33,7 @@ class SupervisedModel(nn.Module):
 class Supervised(Method):
 
   def build_model(self) -> nn.Module:
-    classifier = heads.MLPHead((), self.num_classes, last_bn=False)
+    classifier = heads.MLPHead((), self.num_classes, output="linear_bias")
     return SupervisedModel(common.encoder(self.config), classifier)
 
   def make_inputs(self, batch, rng):

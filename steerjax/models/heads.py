@@ -11,27 +11,30 @@ def _batch_norm(train: bool, affine: bool = True) -> nn.BatchNorm:
                       use_scale=affine, use_bias=affine)
 
 
-class MLPHead(nn.Module):
-  """(Dense -> BN -> ReLU) per hidden width, then Dense -> optional BN.
+OUTPUTS = ("bn", "linear", "linear_bias")
 
-  Dense layers followed by BN have no bias (BN's shift makes it redundant).
-  Paper settings: SimCLR/EquiMod projector `MLPHead((2048, 2048), 128,
-  last_bn=True, last_bn_affine=False)`; BYOL projector and predictor
-  `MLPHead((4096,), 256, last_bn=False)`; VICReg/SIE projector
-  `MLPHead((1024, 1024), 1024, last_bn=False)`.
+
+class MLPHead(nn.Module):
+  """(Dense -> BN -> ReLU) per hidden width, then the output layer.
+
+  Dense layers followed by BN have no bias (BN's shift makes it redundant). `output` is the
+  last layer, as each paper's code has it: "bn" = Dense -> BN without affine (SimCLR,
+  EquiMod), "linear" = Dense without bias (the VICReg/SIE code's Projector, used by every
+  3DIEBench baseline), "linear_bias" = Dense with bias (BYOL's MLP, classifiers).
   """
   hidden_dims: Sequence[int]
   out_dim: int
-  last_bn: bool = True
-  last_bn_affine: bool = False
+  output: str = "bn"
 
   @nn.compact
   def __call__(self, x, train: bool):
+    if self.output not in OUTPUTS:
+      raise ValueError(f"MLPHead.output={self.output!r}; expected one of {OUTPUTS}")
     x = x.astype(jnp.float32)
     for width in self.hidden_dims:
       x = nn.Dense(width, use_bias=False)(x)
       x = nn.relu(_batch_norm(train)(x))
-    x = nn.Dense(self.out_dim, use_bias=not self.last_bn)(x)
-    if self.last_bn:
-      x = _batch_norm(train, affine=self.last_bn_affine)(x)
+    x = nn.Dense(self.out_dim, use_bias=self.output == "linear_bias")(x)
+    if self.output == "bn":
+      x = _batch_norm(train, affine=False)(x)
     return x
