@@ -303,65 +303,70 @@ def test_byol_target_moves_toward_online(short_runs):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "At CPU scale (300 steps of a quarter-width ResNet-18) SIE partially collapses in its first "
-    "~40 steps and the equivariant half turns invariant: trained MRR 0.33-0.36 vs 0.33-0.35 for a "
-    "random network. Learning pose needs far longer runs (SIE trains 2000 epochs); to be shown "
-    "with an accelerator run. strict: an unexpected pass fails, so it is noticed."))
 def test_sie_learns_equivariant_predictor_and_invariant_half():
-  num_objects, views = 96, 8
-  data = synthetic3d.load(num_objects=num_objects, views_per_object=views, image_size=32, seed=1)
+  """SIE with g = rotation + floor/spot hue differences (the paper's rotation+colour variant).
+
+  On held-out objects, after 600 steps (about 4 minutes on 2 CPU cores), the hypernetwork's
+  predictions retrieve the right view far better than a random network's, and the invariant half
+  keeps less of its variance within objects than the equivariant half. The rotation-only g is
+  not used here: a quarter-width ResNet learns pose too slowly for a CPU test (supervised
+  absolute-pose regression reaches R² 0.12 in as many steps), while colour is learnt in a few
+  hundred, so this run shows the split mechanism, not SIE's 3DIEBench numbers.
+  """
+  num_objects, views, held_out = 300, 10, 60
+  data = synthetic3d.load(num_objects=num_objects, views_per_object=views, image_size=32, seed=0)
+  train_objects = num_objects - held_out
   c = tiny_config("sie")
   c.model.width_multiplier = 0.25
   c.head.update(proj_hidden=128, proj_dim=64)
+  c.steerer.use_colour = True
   c.batch_size = 64
   method = methods.get_method(c, NUM_CLASSES)
   model = method.build_model()
   mesh = train.make_mesh()
-  tx = optax.adam(1e-3)
+  tx = optax.adam(1e-3)  # SIE's optimiser and learning rate
   rng = np.random.default_rng(0)
 
   def pairs_batch():
-    obj = rng.integers(0, num_objects, c.batch_size)
+    obj = rng.integers(0, train_objects, c.batch_size)
     a = rng.integers(0, views, c.batch_size)
-    b = (a + rng.integers(1, views, c.batch_size)) % views
+    b = (a + rng.integers(1, views, c.batch_size)) % views  # two distinct views
     ia, ib = obj * views + a, obj * views + b
     return {"image": data["image"][ia], "image2": data["image"][ib], "label": data["label"][ia],
             "latent": data["latent"][ia], "latent2": data["latent"][ib],
-            "transform": rotations.relative_transform(data["latent"][ia], data["latent"][ib])
-            .astype(np.float32)}
+            "transform": rotations.relative_transform(data["latent"][ia], data["latent"][ib])}
 
   state = initial_state(method, model, tx, pairs_batch(), mesh)
   # A host copy: the train step donates (and so deletes) the state's buffers.
   random_variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
-  step_fn = train.make_train_step(method, model, tx, mesh, total_steps=300)
-  for _ in range(300):
+  steps = 600
+  step_fn = train.make_train_step(method, model, tx, mesh, total_steps=steps)
+  for _ in range(steps):
     state, _ = step_fn(state, train.global_batch(pairs_batch(), mesh))
   trained_variables = {"params": state.params, "batch_stats": state.batch_stats}
 
-  images = jnp.asarray(data["image"], jnp.float32) / 255.0
-  latents = data["latent"].reshape(num_objects, views, 7)
+  held = slice(train_objects * views, None)
+  images = jnp.asarray(data["image"][held], jnp.float32) / 255.0
+  latents = data["latent"][held].reshape(held_out, views, 7)
   transforms = rotations.relative_transform(
-      np.repeat(latents[:, :1], views, 1).reshape(-1, 7), latents.reshape(-1, 7)
-  ).astype(np.float32).reshape(num_objects, views, 6)[..., :4]
+      np.repeat(latents[:, :1], views, 1), latents)  # view 0 -> view j, [O, V, 6]
 
   apply = jax.jit(lambda v, *args, name: model.apply(v, *args, method=name),
                   static_argnames="name")
 
   def retrieval(variables):
-    z = apply(variables, images, name="steer_embed").reshape(num_objects, views, -1)
+    z = apply(variables, images, name="steer_embed").reshape(held_out, views, -1)
     predict = lambda zz, g: apply(variables, zz, g, name="steer")
     return equivariance.sie_retrieval(z, jnp.asarray(transforms), predict)["mrr"]
 
   def within_object_share(h):
     """Share of a feature block's variance that is within objects (0: fully invariant)."""
-    h = np.asarray(h).reshape(num_objects, views, -1)
+    h = np.asarray(h).reshape(held_out, views, -1)
     return np.sum(h.var(axis=1).mean(0)) / np.sum(h.reshape(-1, h.shape[-1]).var(0))
 
   mrr_trained, mrr_random = retrieval(trained_variables), retrieval(random_variables)
-  assert mrr_trained > mrr_random + 0.05, (mrr_trained, mrr_random)
-  h = apply(trained_variables, images, name="embed")
-  h_inv, h_equi = np.split(np.asarray(h), 2, axis=-1)
+  assert mrr_trained > mrr_random + 0.1, (mrr_trained, mrr_random)
+  h_inv, h_equi = np.split(np.asarray(apply(trained_variables, images, name="embed")), 2, axis=-1)
   assert within_object_share(h_inv) < within_object_share(h_equi)
 
 
