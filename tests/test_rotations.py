@@ -1,6 +1,7 @@
-"""Rotation conventions, checked against independent constructions (no SciPy here)."""
+"""Rotation conventions, checked against independent constructions and the official SIE formula."""
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 import pytest
 
 from steerjax.data import rotations
@@ -71,7 +72,7 @@ def test_matrix_to_quaternion_round_trip(angle):
   np.testing.assert_allclose(rotations.quaternion_to_matrix(q), mats, atol=1e-9)
 
 
-def test_relative_quaternion_rotates_a_onto_b():
+def test_relative_quaternion_is_in_the_object_frame():
   rng = np.random.default_rng(4)
   la, lb = random_latents(rng, 1000), random_latents(rng, 1000)
   q = rotations.relative_quaternion(la, lb)
@@ -85,7 +86,7 @@ def test_relative_quaternion_rotates_a_onto_b():
     x, y, z, w = qi
     # The matrix of q written out independently of quaternion_to_matrix.
     r_q = rodrigues([x, y, z], 2 * np.arctan2(np.linalg.norm([x, y, z]), w)) if np.linalg.norm([x, y, z]) > 0 else np.eye(3)
-    np.testing.assert_allclose(r_q @ r_a, r_b, atol=1e-5)
+    np.testing.assert_allclose(r_a @ r_q, r_b, atol=1e-5)
 
 
 def test_relative_transform_layout():
@@ -97,3 +98,13 @@ def test_relative_transform_layout():
   np.testing.assert_allclose(t[:, 4], lb[:, 3] - la[:, 3])
   np.testing.assert_allclose(t[:, 5], lb[:, 6] - la[:, 6])
   np.testing.assert_allclose(rotations.relative_transform(la, la)[:, :4], np.tile([0, 0, 0, 1], (7, 1)), atol=1e-6)
+
+
+def test_relative_quaternion_matches_the_official_scipy_formula():
+  """SIE's dataset code: rot_1.inv() * rot_2 with from_euler("xyz"), then as_quat()."""
+  rng = np.random.default_rng(5)
+  la, lb = random_latents(rng, 200), random_latents(rng, 200)
+  official = (Rotation.from_euler("xyz", la[:, :3]).inv()
+              * Rotation.from_euler("xyz", lb[:, :3])).as_quat()
+  official *= np.where(official[:, 3:] < 0, -1.0, 1.0)  # steerjax's canonical sign, w >= 0
+  np.testing.assert_allclose(rotations.relative_quaternion(la, lb), official, atol=1e-5)

@@ -71,10 +71,14 @@ def quaternion_to_matrix(q: np.ndarray) -> np.ndarray:
 
 
 def relative_quaternion(latent_a: np.ndarray, latent_b: np.ndarray) -> np.ndarray:
-  """q (x, y, z, w), w >= 0, with R_b = R(q) @ R_a; latents [..., >=3] (angles first)."""
+  """q (x, y, z, w), w >= 0, with R_b = R_a @ R(q); latents [..., >=3] (angles first).
+
+  The rotation in the object's own frame, as the official SIE code computes it
+  (`rot_1.inv() * rot_2` in SciPy), so a trained predictor carries over between the two.
+  """
   r_a = euler_to_matrix(np.asarray(latent_a)[..., :3])
   r_b = euler_to_matrix(np.asarray(latent_b)[..., :3])
-  return matrix_to_quaternion(r_b @ np.swapaxes(r_a, -1, -2)).astype(np.float32)
+  return matrix_to_quaternion(np.swapaxes(r_a, -1, -2) @ r_b).astype(np.float32)
 
 
 def relative_transform(latent_a: np.ndarray, latent_b: np.ndarray) -> np.ndarray:
