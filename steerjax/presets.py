@@ -115,3 +115,21 @@ def iebench(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.eval.probe_lr = 1e-3
   c.eval.probe_optimizer = "adam"
   return c
+
+
+def sie(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """SIE's published pretraining command (facebookresearch/SIE README; "models" = src/models.py):
+  --experience SIE --equi 256 --mlp 2048-2048-2048 --sim-coeff 10 --std-coeff 10 --cov-coeff 1
+  --equi-factor 0.45 --hypernetwork linear. Its other experiences (SIERotColor) share it."""
+  c = iebench(c)
+  c.method = "sie"
+  # --mlp 2048-2048-2048 scaled by each half's share (models: mlp_dims * ratio, --equi 256 of
+  # 512): each half's projector is 256 -> 1024 -> 1024 -> 1024.
+  c.head.proj_layers, c.head.proj_hidden, c.head.proj_dim = 2, 1024, 1024
+  c.head.proj_output = "linear"  # models: Projector ends with nn.Linear(..., bias=False)
+  c.steerer.name = "hyper_linear"  # --hypernetwork linear (W(g) = reshape(H g), no bias)
+  c.loss.sim_coeff = 10.0  # --sim-coeff 10
+  c.loss.std_coeff = 10.0  # --std-coeff 10 (also weighs the prediction's variance term)
+  c.loss.cov_coeff = 1.0  # --cov-coeff 1
+  c.loss.equi_factor = 0.45  # --equi-factor 0.45 (weight 0.45 * 10 = 4.5)
+  return c
