@@ -104,3 +104,10 @@ def view_pair(method: Method, batch: Batch, rng: jax.Array, with_params: bool = 
     return v1, v2, {"p1": p1, "p2": p2, "params1": params1, "params2": params2}
   v1, p1, v2, p2 = method.two_views(batch, rng)
   return v1, v2, {"p1": p1, "p2": p2}
+
+
+def rendered_pair_inputs(method: Method, batch: Batch, rng: jax.Array) -> dict:
+  """{view1, view2, g}: the step's inputs for methods trained on rendered pairs (SIE, EquiMod
+  on view pairs), g being the transformation from view 1 to view 2."""
+  v1, v2, extras = view_pair(method, batch, rng)
+  return {"view1": v1, "view2": v2, "g": extras["g"]}

@@ -91,8 +91,7 @@ class SIE(Method):
                     common.steerer(c, c.head.proj_dim, self.g_dim()))
 
   def make_inputs(self, batch, rng):
-    v1, v2, extras = common.view_pair(self, batch, rng)
-    return {"view1": v1, "view2": v2, "g": extras["g"]}
+    return common.rendered_pair_inputs(self, batch, rng)
 
   def loss(self, outputs, inputs, target_outputs, step):
     del inputs, target_outputs, step
