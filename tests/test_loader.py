@@ -99,7 +99,7 @@ def test_pairs_are_two_views_of_one_object_with_exact_transform():
     assert np.all(q[:, 3] >= 0)
     r_a = rotations.euler_to_matrix(batch["latent"][:, :3])
     r_b = rotations.euler_to_matrix(batch["latent2"][:, :3])
-    np.testing.assert_allclose(rotations.quaternion_to_matrix(q) @ r_a, r_b, atol=1e-5)
+    np.testing.assert_allclose(r_a @ rotations.quaternion_to_matrix(q), r_b, atol=1e-5)
     np.testing.assert_allclose(batch["transform"][:, 4], batch["latent2"][:, 3] - batch["latent"][:, 3], atol=1e-7)
     np.testing.assert_allclose(batch["transform"][:, 5], batch["latent2"][:, 6] - batch["latent"][:, 6], atol=1e-7)
   # Objects, not examples, make the epoch: each object once per epoch.
