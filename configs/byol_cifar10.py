@@ -10,8 +10,6 @@ Sources: "run" = ADevillers/EquiMod run_equimod_byol_cifar10.slurm, "model" = it
 from steerjax import config as config_lib
 from steerjax import presets
 
-CIFAR10_TRAIN = 50_000
-
 
 def get_config(arg=None):
   c = config_lib.base_config()
@@ -22,15 +20,7 @@ def get_config(arg=None):
   c.head.proj_output = "linear_bias"  # BYOL: the MLP ends with a Linear with bias
   c.head.pred_hidden = 4096  # model: predictor 256->4096->256
   c.loss.ema_base = 0.996  # run: --tau_base=0.996, cosine to 1
-  c.batch_size = 512  # run: --batch_size=512
-  c.total_steps = presets.steps(800, CIFAR10_TRAIN, c.batch_size)  # run: --nb_epochs=800
-  c.optim.name = "lars"
-  c.optim.learning_rate = 2.0  # run: --lr_init=2.0
-  c.optim.momentum = 0.9  # run: --momentum=0.9
-  c.optim.weight_decay = 1e-6  # run: --weight_decay=1e-6
-  c.optim.warmup_epochs = 10.0  # run: --nb_epochs_warmup=10
-  c.optim.schedule = "cosine"
+  # run: --nb_epochs=800 --batch_size=512 --lr_init=2.0 --weight_decay=1e-6
+  presets.lars(c, epochs=800, num_train=presets.CIFAR10_TRAIN, batch_size=512, learning_rate=2.0)
   c.eval.evaluators = ("linear_probe", "knn")
-  c.eval.max_examples = 0
-  c.eval.probe_epochs = 90  # run: --nb_epochs_clsf=90
   return presets.finish(c, arg, "byol_cifar10")

@@ -10,8 +10,6 @@ src/model.py. Reported top-1: 74.03 (BYOL) -> 73.22 (+EquiMod).
 from steerjax import config as config_lib
 from steerjax import presets
 
-IMAGENET_TRAIN = 1_281_167
-
 
 def get_config(arg=None):
   c = config_lib.base_config()
@@ -25,15 +23,7 @@ def get_config(arg=None):
   c.loss.equi_temperature = 0.2  # run: --temperature_y=0.2
   c.loss.equi_weight = 1.0  # run: --lmbd=1.0
   c.loss.ema_base = 0.996  # run: --tau_base=0.996
-  c.batch_size = 4096  # run: --batch_size=4096
-  c.total_steps = presets.steps(1000, IMAGENET_TRAIN, c.batch_size)  # run: --nb_epochs=1000
-  c.optim.name = "lars"
-  c.optim.learning_rate = 4.8  # run: --lr_init=4.8
-  c.optim.momentum = 0.9  # run: --momentum=0.9
-  c.optim.weight_decay = 1.5e-6  # run: --weight_decay=1.5e-6
-  c.optim.warmup_epochs = 10.0  # run: --nb_epochs_warmup=10
-  c.optim.schedule = "cosine"
+  # run: --nb_epochs=1000 --batch_size=4096 --lr_init=4.8 --weight_decay=1.5e-6
+  presets.lars(c, epochs=1000, num_train=presets.IMAGENET_TRAIN, batch_size=4096, learning_rate=4.8, weight_decay=1.5e-6)
   c.eval.evaluators = ("linear_probe", "knn", "steering")
-  c.eval.max_examples = 0
-  c.eval.probe_epochs = 90  # run: --nb_epochs_clsf=90
   return presets.finish(c, arg, "equimod_byol_imagenet")

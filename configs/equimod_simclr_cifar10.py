@@ -11,8 +11,6 @@ src/model.py, "paper" = arXiv 2211.01244 section 4. Reported top-1: 90.96 (SimCL
 from steerjax import config as config_lib
 from steerjax import presets
 
-CIFAR10_TRAIN = 50_000
-
 
 def get_config(arg=None):
   c = config_lib.base_config()
@@ -25,15 +23,8 @@ def get_config(arg=None):
   c.loss.temperature = 0.5  # run: --temperature_z=0.5
   c.loss.equi_temperature = 0.2  # run: --temperature_y=0.2
   c.loss.equi_weight = 1.0  # run: --lmbd=1.0
-  c.batch_size = 512  # run: --batch_size=512
-  c.total_steps = presets.steps(800, CIFAR10_TRAIN, c.batch_size)  # run: --nb_epochs=800
-  c.optim.name = "lars"  # main.py: LARSW, no decay/adaptation on BN and biases
-  c.optim.learning_rate = 4.0  # run: --lr_init=4.0 (not scaled by batch size)
-  c.optim.momentum = 0.9  # run: --momentum=0.9
-  c.optim.weight_decay = 1e-6  # run: --weight_decay=1e-6
-  c.optim.warmup_epochs = 10.0  # run: --nb_epochs_warmup=10, then cosine
-  c.optim.schedule = "cosine"
+  # run: --nb_epochs=800 --batch_size=512 --lr_init=4.0 (not scaled by batch size) --weight_decay=1e-6;
+  # their probe: SGD nesterov lr 0.2, batch 256
+  presets.lars(c, epochs=800, num_train=presets.CIFAR10_TRAIN, batch_size=512, learning_rate=4.0)
   c.eval.evaluators = ("linear_probe", "knn", "steering")
-  c.eval.max_examples = 0
-  c.eval.probe_epochs = 90  # run: --nb_epochs_clsf=90 (their probe: SGD nesterov lr 0.2, batch 256)
   return presets.finish(c, arg, "equimod_simclr_cifar10")

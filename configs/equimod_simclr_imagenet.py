@@ -10,8 +10,6 @@ Sources: "run" = ADevillers/EquiMod run_equimod_simclr_imagenet.slurm. Reported 
 from steerjax import config as config_lib
 from steerjax import presets
 
-IMAGENET_TRAIN = 1_281_167
-
 
 def get_config(arg=None):
   c = config_lib.base_config()
@@ -24,15 +22,7 @@ def get_config(arg=None):
   c.loss.temperature = 0.2  # run: --temperature_z=0.2
   c.loss.equi_temperature = 0.2  # run: --temperature_y=0.2
   c.loss.equi_weight = 1.0  # run: --lmbd=1.0
-  c.batch_size = 4096  # run: --batch_size=4096
-  c.total_steps = presets.steps(800, IMAGENET_TRAIN, c.batch_size)  # run: --nb_epochs=800
-  c.optim.name = "lars"
-  c.optim.learning_rate = 2.4  # run: --lr_init=2.4
-  c.optim.momentum = 0.9  # run: --momentum=0.9
-  c.optim.weight_decay = 1e-6  # run: --weight_decay=1e-6
-  c.optim.warmup_epochs = 10.0  # run: --nb_epochs_warmup=10
-  c.optim.schedule = "cosine"
+  # run: --nb_epochs=800 --batch_size=4096 --lr_init=2.4 --weight_decay=1e-6
+  presets.lars(c, epochs=800, num_train=presets.IMAGENET_TRAIN, batch_size=4096, learning_rate=2.4)
   c.eval.evaluators = ("linear_probe", "knn", "steering")
-  c.eval.max_examples = 0
-  c.eval.probe_epochs = 90  # run: --nb_epochs_clsf=90
   return presets.finish(c, arg, "equimod_simclr_imagenet")

@@ -13,8 +13,6 @@ term λ·‖f(g·x) − ρ(g) f(x)‖² / ‖f(g·x)‖² with a linear steerer 
 from steerjax import config as config_lib
 from steerjax import presets
 
-CIFAR10_TRAIN = 50_000
-
 
 def get_config(arg=None):
   c = config_lib.base_config()
@@ -26,20 +24,12 @@ def get_config(arg=None):
   c.head.proj_hidden, c.head.proj_dim = 2048, 128  # SimCLR projector width (run: --z_dim=128)
   c.loss.temperature = 0.5  # run: --temperature_z=0.5
   c.loss.steer_weight = 1.0  # λ; the paper's value is not public
-  c.batch_size = 512  # run: --batch_size=512
-  c.total_steps = presets.steps(800, CIFAR10_TRAIN, c.batch_size)  # run: --nb_epochs=800
-  c.optim.name = "lars"
-  c.optim.learning_rate = 4.0  # run: --lr_init=4.0
-  c.optim.momentum = 0.9
-  c.optim.weight_decay = 1e-6  # run: --weight_decay=1e-6
-  c.optim.warmup_epochs = 10.0  # run: --nb_epochs_warmup=10
-  c.optim.schedule = "cosine"
+  # run: --nb_epochs=800 --batch_size=512 --lr_init=4.0 --weight_decay=1e-6
+  presets.lars(c, epochs=800, num_train=presets.CIFAR10_TRAIN, batch_size=512, learning_rate=4.0)
   c.eval.evaluators = ("linear_probe", "knn", "steering", "tta", "ood", "transfer")
   # Bhardwaj et al. report transfer probes, ImageNet-C robustness and OOD AUC; sets that are not
   # prepared in data.data_dir are skipped.
   c.eval.transfer_datasets = presets.TRANSFER_DATASETS
   c.eval.ood_datasets = ("cifar10_corrupted/gaussian_noise_3", "cifar10_corrupted/defocus_blur_3")
   c.eval.ood_split = "test"
-  c.eval.max_examples = 0
-  c.eval.probe_epochs = 90
   return presets.finish(c, arg, "steerable_cifar10")

@@ -11,8 +11,6 @@ linear steerer on the 2048-d ResNet-50 representation.
 from steerjax import config as config_lib
 from steerjax import presets
 
-IMAGENET_TRAIN = 1_281_167
-
 
 def get_config(arg=None):
   c = config_lib.base_config()
@@ -24,20 +22,13 @@ def get_config(arg=None):
   c.head.proj_hidden, c.head.proj_dim = 2048, 128  # run: --z_dim=128
   c.loss.temperature = 0.2  # run: --temperature_z=0.2
   c.loss.steer_weight = 1.0  # λ; the paper's value is not public
-  c.batch_size = 4096  # run: --batch_size=4096
-  c.total_steps = presets.steps(800, IMAGENET_TRAIN, c.batch_size)  # run: --nb_epochs=800
-  c.optim.name = "lars"
-  c.optim.learning_rate = 2.4  # run: --lr_init=2.4
-  c.optim.momentum = 0.9
-  c.optim.weight_decay = 1e-6  # run: --weight_decay=1e-6
-  c.optim.warmup_epochs = 10.0  # run: --nb_epochs_warmup=10
-  c.optim.schedule = "cosine"
+  # run: --nb_epochs=800 --batch_size=4096 --lr_init=2.4 --weight_decay=1e-6
+  presets.lars(c, epochs=800, num_train=presets.IMAGENET_TRAIN, batch_size=4096, learning_rate=2.4)
+  c.eval.max_examples = 50_000
   c.eval.evaluators = ("linear_probe", "knn", "steering", "tta", "ood", "transfer")
   # Bhardwaj et al. report transfer probes, ImageNet-C robustness and OOD AUC; sets that are not
   # prepared in data.data_dir are skipped.
   c.eval.transfer_datasets = presets.TRANSFER_DATASETS
   c.eval.ood_datasets = ("imagenet2012_corrupted/gaussian_noise_3", "imagenet2012_corrupted/defocus_blur_3")
   c.eval.ood_split = "validation"
-  c.eval.max_examples = 50_000
-  c.eval.probe_epochs = 90
   return presets.finish(c, arg, "steerable_imagenet")

@@ -13,8 +13,6 @@ views.
 from steerjax import config as config_lib
 from steerjax import presets
 
-CIFAR10_TRAIN = 50_000
-
 
 def get_config(arg=None):
   c = config_lib.base_config()
@@ -22,7 +20,7 @@ def get_config(arg=None):
   presets.cifar10(c)
   c.augment.policy = "simclr_cifar"
   c.batch_size = 128
-  c.total_steps = presets.steps(200, CIFAR10_TRAIN, c.batch_size)
+  c.total_steps = presets.steps(200, presets.CIFAR10_TRAIN, c.batch_size)
   c.optim.name = "sgd"
   c.optim.learning_rate = 0.1
   c.optim.momentum = 0.9

@@ -84,6 +84,30 @@ def imagenet(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return c
 
 
+# Training-set sizes (tfds train splits) for `steps`.
+CIFAR10_TRAIN = 50_000
+IMAGENET_TRAIN = 1_281_167
+
+
+def lars(c: ml_collections.ConfigDict, epochs: int, num_train: int, batch_size: int,
+         learning_rate: float, weight_decay: float = 1e-6) -> ml_collections.ConfigDict:
+  """The EquiMod code's training protocol (main.py LARSW; run_*.slurm), which the SimCLR, BYOL
+  and steerable baselines share: LARS with momentum 0.9 (--momentum=0.9), 10 warm-up epochs then
+  cosine (--nb_epochs_warmup=10), and a 90-epoch linear probe (--nb_epochs_clsf=90) on the whole
+  evaluation split. The per-run values are each config's to state with their source."""
+  c.batch_size = batch_size
+  c.total_steps = steps(epochs, num_train, batch_size)
+  c.optim.name = "lars"
+  c.optim.learning_rate = learning_rate
+  c.optim.momentum = 0.9
+  c.optim.weight_decay = weight_decay
+  c.optim.warmup_epochs = 10.0
+  c.optim.schedule = "cosine"
+  c.eval.max_examples = 0
+  c.eval.probe_epochs = 90
+  return c
+
+
 IEBENCH_TRAIN_OBJECTS = 41_920  # DESIGN.md §6; SIE's loader draws one pair per object per epoch
 
 
