@@ -53,6 +53,18 @@ class TwoViewMethod(Method):
     return {"view1": v1, "view2": v2}
 
 
+@dataclasses.dataclass(frozen=True)
+class RenderedPairMethod(Method):
+  """A method trained on two rendered views of one object and the transformation g from view 1
+  to view 2 (SIE, EquiMod on view pairs); subclasses write the model and the loss."""
+  needs_pairs: bool = True
+  transform_source: str | None = "pairs"
+
+  def make_inputs(self, batch, rng):
+    v1, v2, extras = view_pair(self, batch, rng)
+    return {"view1": v1, "view2": v2, "g": extras["g"]}
+
+
 def encoder(config: ml_collections.ConfigDict):
   m = config.model
   return resnet.get_encoder(m.name, m.width_multiplier, m.cifar_stem, dtype=jnp.dtype(m.dtype))
@@ -104,10 +116,3 @@ def view_pair(method: Method, batch: Batch, rng: jax.Array, with_params: bool = 
     return v1, v2, {"p1": p1, "p2": p2, "params1": params1, "params2": params2}
   v1, p1, v2, p2 = method.two_views(batch, rng)
   return v1, v2, {"p1": p1, "p2": p2}
-
-
-def rendered_pair_inputs(method: Method, batch: Batch, rng: jax.Array) -> dict:
-  """{view1, view2, g}: the step's inputs for methods trained on rendered pairs (SIE, EquiMod
-  on view pairs), g being the transformation from view 1 to view 2."""
-  v1, v2, extras = view_pair(method, batch, rng)
-  return {"view1": v1, "view2": v2, "g": extras["g"]}

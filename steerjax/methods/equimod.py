@@ -135,17 +135,12 @@ class EquiModPairsModel(nn.Module):
 
 
 @dataclasses.dataclass(frozen=True)
-class EquiModPairs(Method):
-  needs_pairs: bool = True
-  transform_source: str | None = "pairs"
+class EquiModPairs(common.RenderedPairMethod):
 
   def build_model(self) -> nn.Module:
     c = self.config
     return EquiModPairsModel(common.encoder(c), common.projector(c), common.projector(c),
                              common.steerer(c, c.head.proj_dim, self.g_dim()))
-
-  def make_inputs(self, batch, rng):
-    return common.rendered_pair_inputs(self, batch, rng)
 
   def loss(self, outputs, inputs, target_outputs, step):
     del inputs, target_outputs, step

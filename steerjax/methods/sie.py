@@ -27,7 +27,6 @@ import jax.numpy as jnp
 
 from steerjax import losses
 from steerjax.methods import common
-from steerjax.methods.base import Method
 
 
 class SIEModel(nn.Module):
@@ -76,9 +75,7 @@ def sie_loss(z_inv, z_inv2, z_equi, z_equi2, pred, sim_coeff, equi_factor, std_c
 
 
 @dataclasses.dataclass(frozen=True)
-class SIE(Method):
-  needs_pairs: bool = True
-  transform_source: str | None = "pairs"
+class SIE(common.RenderedPairMethod):
 
   @property
   def representation_parts(self) -> tuple[tuple[str, slice], ...]:
@@ -89,9 +86,6 @@ class SIE(Method):
     c = self.config
     return SIEModel(common.encoder(c), common.projector(c), common.projector(c),
                     common.steerer(c, c.head.proj_dim, self.g_dim()))
-
-  def make_inputs(self, batch, rng):
-    return common.rendered_pair_inputs(self, batch, rng)
 
   def loss(self, outputs, inputs, target_outputs, step):
     del inputs, target_outputs, step
