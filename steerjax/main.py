@@ -15,6 +15,7 @@ import importlib.util
 import json
 import os
 import sys
+import time
 
 from absl import app
 from absl import flags
@@ -22,6 +23,7 @@ from absl import logging
 import ml_collections
 
 from steerjax import config as config_lib
+from steerjax import workdir_lock
 
 _CONFIG = flags.DEFINE_string("config", None, "Config file, optionally with ':ARG' (e.g. configs/default.py:smoke).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (checkpoints, metrics, reports). Default: runs/<config name>.")
@@ -29,6 +31,9 @@ _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.ini
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (explicit multi-process setup).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (explicit multi-process setup).")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (explicit multi-process setup).")
+_ALLOW_CHANGE = flags.DEFINE_bool(
+    "allow_config_change", False,
+    "Resume even though training keys differ from the workdir's config.json (recorded in config_changes.jsonl).")
 
 _overrides: list[str] = []
 
@@ -91,6 +96,84 @@ def apply_overrides(cfg: ml_collections.ConfigDict, overrides: list[str]) -> Non
       raise config_lib.ConfigError(f"config.{key}={text!r}: {e}") from None
 
 
+# Keys that do not change the trained parameters: they may differ between sessions of one run.
+EVAL_ONLY_PREFIXES = ("eval.", "progress", "log_every", "checkpoint_every", "keep_checkpoints")
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_flat(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
+
+
+def config_record(spec: str, overrides: list[str], cfg: ml_collections.ConfigDict) -> dict:
+  """What config.json holds, in its JSON form (tuples as lists) so it compares with a saved one."""
+  record = {"config": spec, "overrides": list(overrides), **cfg.to_dict()}
+  return json.loads(json.dumps(record, default=str))
+
+
+def changed_training_keys(saved: dict, new: dict) -> dict[str, tuple]:
+  """Training keys whose value differs between two config records, as {key: (saved, new)}."""
+  a, b = _flat(saved), _flat(new)
+  keys = (a.keys() | b.keys()) - {"config", "overrides"}
+  return {k: (a.get(k), b.get(k)) for k in sorted(keys)
+          if not k.startswith(EVAL_ONLY_PREFIXES) and a.get(k) != b.get(k)}
+
+
+def check_workdir(workdir: str, record: dict, allow_change: bool) -> dict[str, tuple]:
+  """Refuses an unusable workdir or a changed training config; returns the accepted changes.
+
+  Writes nothing, so a refused command leaves an existing workdir exactly as it was.
+  """
+  if not workdir:
+    raise config_lib.ConfigError("--workdir is empty; pass a folder, e.g. --workdir runs/default")
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise config_lib.ConfigError(f"--workdir {workdir} is a file; pass a folder (new or a run's workdir)")
+  parent = workdir
+  while not os.path.exists(parent):
+    parent = os.path.dirname(os.path.abspath(parent))
+  if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+    raise config_lib.ConfigError(f"--workdir {workdir}: {parent} is not a writable folder; "
+                                 "pass a folder you can write to")
+  saved_path = os.path.join(workdir, "config.json")
+  if not os.path.exists(saved_path):
+    return {}
+  try:
+    with open(saved_path) as f:
+      saved = json.load(f)
+  except (OSError, ValueError) as e:
+    raise config_lib.ConfigError(f"{saved_path} is unreadable ({e}); move it away to start this "
+                                 "workdir afresh") from None
+  changes = changed_training_keys(saved, record)
+  if changes and not allow_change:
+    raise config_lib.ConfigError(
+        f"{workdir} was trained with another config; differing keys: "
+        + ", ".join(f"{k} ({a!r} -> {b!r})" for k, (a, b) in changes.items())
+        + "; use a new --workdir, or pass --allow_config_change to resume with the change recorded")
+  return changes
+
+
+def prepare(spec: str | None, overrides: list[str], workdir: str | None, num_devices: int,
+            allow_change: bool = False):
+  """Loads, overrides and validates the config and checks the workdir: (cfg, workdir, record, changes).
+
+  Raises ConfigError (one line) on any bad input, before anything is written.
+  """
+  if not spec:
+    raise config_lib.ConfigError("--config is required, e.g. --config configs/default.py")
+  cfg = load_config(spec)
+  apply_overrides(cfg, overrides)
+  config_lib.validate(cfg, num_devices)
+  name = os.path.splitext(os.path.basename(spec.partition(":")[0]))[0]
+  workdir = os.path.join("runs", name) if workdir is None else workdir
+  record = config_record(spec, overrides, cfg)
+  return cfg, workdir, record, check_workdir(workdir, record, allow_change)
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
   _overrides.extend(a for a in argv[1:] if a.startswith("--config."))
   return flags.FLAGS([a for a in argv if not a.startswith("--config.")])
@@ -107,24 +190,25 @@ def main(argv: list[str], evaluate_only: bool = False) -> None:
   import jax  # pylint: disable=g-import-not-at-top
   from steerjax import data, train, evaluate  # pylint: disable=g-import-not-at-top
 
-  if not _CONFIG.value:
-    _fail("--config is required, e.g. --config configs/default.py")
   if _COORDINATOR.value:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   elif _DISTRIBUTED.value:
     jax.distributed.initialize()
   try:
-    cfg = load_config(_CONFIG.value)
-    apply_overrides(cfg, _overrides)
-    config_lib.validate(cfg, jax.device_count())
-  except config_lib.ConfigError as e:
+    cfg, workdir, record, changes = prepare(_CONFIG.value, _overrides, _WORKDIR.value,
+                                            jax.device_count(), _ALLOW_CHANGE.value)
+    os.makedirs(workdir, exist_ok=True)
+    _lock = workdir_lock.acquire(workdir, jax.process_index())  # held until this process exits
+  except (config_lib.ConfigError, workdir_lock.LockedError) as e:
     _fail(str(e))
-  name = os.path.splitext(os.path.basename(_CONFIG.value.partition(":")[0]))[0]
-  workdir = _WORKDIR.value or os.path.join("runs", name)
-  os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    _fail(f"--workdir {_WORKDIR.value}: {e}; pass a folder you can write to")
   if jax.process_index() == 0:
+    if changes:
+      with open(os.path.join(workdir, "config_changes.jsonl"), "a") as f:
+        f.write(json.dumps({"time": time.time(), "changes": changes}) + "\n")
     with open(os.path.join(workdir, "config.json"), "w") as f:
-      json.dump({"config": _CONFIG.value, "overrides": _overrides, **cfg.to_dict()}, f, indent=2, default=str)
+      json.dump(record, f, indent=2)
   try:
     run = train.restore(cfg, workdir) if evaluate_only else train.train(cfg, workdir)
   except (data.DatasetNotFoundError, train.NoCheckpointError) as e:
