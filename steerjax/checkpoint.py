@@ -4,12 +4,61 @@ Saves are asynchronous (the device-to-host copy happens before `save` returns,
 so the donated train state may be reused at once) and only the last few are
 kept. Restoring passes the *current* state's shapes and shardings as the
 target, so a checkpoint written on 8 devices restores on 1 and vice versa.
+
+Each finished checkpoint gets a manifest of its files' sizes and SHA-256, so a
+truncated, deleted or garbled file is caught on restore (Orbax alone may read
+garbled bytes back as numbers); a bad checkpoint is moved aside and the previous
+one is used. A failed save raises CheckpointError and leaves earlier ones intact.
 """
 
+import hashlib
+import json
 import os
+import shutil
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
+
+MANIFEST = "steerjax_manifest.json"
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint could not be saved, or none of the existing ones can be restored."""
+
+
+def _files(step_dir: str) -> dict[str, tuple[int, str]]:
+  out = {}
+  for root, _, names in os.walk(step_dir):
+    for name in names:
+      path = os.path.join(root, name)
+      rel = os.path.relpath(path, step_dir)
+      if rel == MANIFEST:
+        continue
+      digest = hashlib.sha256()
+      with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+          digest.update(chunk)
+      out[rel] = (os.path.getsize(path), digest.hexdigest())
+  return out
+
+
+def verify(step_dir: str) -> str | None:
+  """None if every file the manifest lists is there unchanged, else what is wrong."""
+  path = os.path.join(step_dir, MANIFEST)
+  if not os.path.exists(path):
+    return None  # written before its manifest (killed mid-way): Orbax's own checks apply
+  with open(path) as f:
+    expected = {k: tuple(v) for k, v in json.load(f).items()}
+  found = _files(step_dir)
+  for rel, (size, digest) in expected.items():
+    if rel not in found:
+      return f"{rel} is missing"
+    if found[rel][0] != size:
+      return f"{rel} has {found[rel][0]} bytes, expected {size}"
+    if found[rel][1] != digest:
+      return f"{rel} is garbled (checksum mismatch)"
+  return None
 
 
 class Checkpointer:
@@ -19,7 +68,9 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, save_interval_steps=save_every, enable_async_checkpointing=True,
         create=True)
-    self.manager = ocp.CheckpointManager(os.path.abspath(directory), options=options)
+    self.directory = os.path.abspath(directory)
+    self.manager = ocp.CheckpointManager(self.directory, options=options)
+    self._unsealed = None  # the step whose save may still be in flight, manifest not yet written
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -30,16 +81,76 @@ class Checkpointer:
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
     return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
+  def restore_latest_good(self, state, bad_dir: str):
+    """(step, state) from the newest checkpoint that verifies and restores; (0, state) if none exist.
+
+    A bad checkpoint is moved to `bad_dir` with a warning naming it, so training goes on from the
+    previous one and later saves of that step do not collide with it. If checkpoints exist but
+    none is good, raises CheckpointError rather than silently starting from scratch.
+    """
+    steps = sorted(self.manager.all_steps(), reverse=True)
+    for step in steps:
+      step_dir = os.path.join(self.directory, str(step))
+      problem = verify(step_dir)
+      if problem is None:
+        try:
+          return step, self.restore(state, step)
+        except Exception as e:  # pylint: disable=broad-except  # any unreadable file
+          problem = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+      if jax.process_index() == 0:
+        os.makedirs(bad_dir, exist_ok=True)
+        shutil.move(step_dir, os.path.join(bad_dir, str(step)))
+      logging.warning("checkpoint %s is bad (%s); moved to %s, falling back to the previous one",
+                      step_dir, problem, bad_dir)
+      print(f"warning: checkpoint {step_dir} is bad ({problem}); moved to {bad_dir}, "
+            "falling back to the previous one", flush=True)
+      self.manager.reload()
+    if steps:
+      raise CheckpointError(f"none of the checkpoints {steps} in {self.directory} can be restored "
+                            f"(moved to {bad_dir}); rerun to start from scratch")
+    return 0, state
+
+  def _seal(self) -> None:
+    """Waits for the in-flight save and writes its manifest (process 0; the files are final)."""
+    try:
+      self.manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except  # an async write failed
+      self._fail(self._unsealed, e)
+    step, self._unsealed = self._unsealed, None
+    step_dir = os.path.join(self.directory, str(step))
+    if step is not None and jax.process_index() == 0 and os.path.isdir(step_dir):
+      try:
+        manifest = _files(step_dir)
+        with open(os.path.join(step_dir, MANIFEST), "w") as f:
+          json.dump(manifest, f)
+      except OSError as e:
+        self._fail(step, e)
+
+  def _fail(self, step, error):
+    previous = [s for s in self.manager.all_steps() if s != step]
+    kept = f"step {max(previous)} is intact" if previous else "no earlier checkpoint exists"
+    raise CheckpointError(f"saving checkpoint step {step} in {self.directory} failed "
+                          f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
+                          f"{kept}; free space or fix permissions, then rerun to resume") from None
+
   def save(self, step: int, state, force: bool = False) -> bool:
     """Saves if the interval says so (or `force`); returns whether it saved."""
     if force and step == self.latest_step():
       return False
-    return self.manager.save(step, args=ocp.args.StandardSave(state), force=force)
+    if not (force or self.manager.should_save(step)):
+      return False
+    self._seal()
+    try:
+      saved = self.manager.save(step, args=ocp.args.StandardSave(state), force=force)
+    except Exception as e:  # pylint: disable=broad-except  # the synchronous part failed
+      self._fail(step, e)
+    self._unsealed = step if saved else None
+    return saved
 
   def reached_preemption(self, step: int) -> bool:
     """True on every host once any host got a preemption notice (multi-host safe)."""
     return self.manager.reached_preemption(step)
 
   def close(self) -> None:
-    self.manager.wait_until_finished()
+    self._seal()
     self.manager.close()

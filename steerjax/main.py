@@ -188,7 +188,7 @@ def main(argv: list[str], evaluate_only: bool = False) -> None:
   del argv
   logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
   import jax  # pylint: disable=g-import-not-at-top
-  from steerjax import data, train, evaluate  # pylint: disable=g-import-not-at-top
+  from steerjax import checkpoint, data, train, evaluate  # pylint: disable=g-import-not-at-top
 
   if _COORDINATOR.value:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
@@ -213,7 +213,7 @@ def main(argv: list[str], evaluate_only: bool = False) -> None:
     run = train.restore(cfg, workdir) if evaluate_only else train.train(cfg, workdir)
   except (data.DatasetNotFoundError, train.NoCheckpointError) as e:
     _fail(str(e))
-  except train.NonFiniteLossError as e:
+  except (train.NonFiniteLossError, checkpoint.CheckpointError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
   if not run.completed:

@@ -243,9 +243,7 @@ def train(config, workdir: str, mesh: Mesh | None = None) -> Run:
   datasets, method, model, loader, tx, schedule, state, mesh, example = setup(config, mesh)
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint_every,
                                  config.keep_checkpoints)
-  start = ckpt.latest_step() or 0
-  if start:
-    state = ckpt.restore(state, start)
+  start, state = ckpt.restore_latest_good(state, os.path.join(workdir, "bad_checkpoints"))
   metrics_path = os.path.join(workdir, "metrics.jsonl")
   is_main = jax.process_index() == 0
   if is_main:
@@ -308,10 +306,9 @@ def restore(config, workdir: str, mesh: Mesh | None = None) -> Run:
   datasets, method, model, _, _, _, state, mesh, example = setup(config, mesh)
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint_every,
                                  config.keep_checkpoints)
-  step = ckpt.latest_step()
-  if step is None:
+  if ckpt.latest_step() is None:
     raise NoCheckpointError(f"no checkpoint in {workdir}/checkpoints; train first with "
                             f"python -m steerjax.main --config ... --workdir {workdir}")
-  state = ckpt.restore(state, step)
+  _, state = ckpt.restore_latest_good(state, os.path.join(workdir, "bad_checkpoints"))
   ckpt.close()
   return Run(config, method, model, datasets, state, mesh, example, _train_seconds(workdir), True)

@@ -118,3 +118,108 @@ def test_cli_second_run_exits_2_naming_the_holder(tmp_path):
   assert proc.returncode == 2
   assert err.startswith("error: ") and err.count("\n") == 1 and f"pid {holder.pid}" in err
   assert "Traceback" not in out + err
+
+
+# --- corrupt, partial and failed checkpoints ---------------------------------------------------
+
+CKPT_SCRIPT = textwrap.dedent("""
+    import os, resource, signal, sys
+    import numpy as np
+    from steerjax import checkpoint
+    directory, mode = sys.argv[1], sys.argv[2]
+    state = {"w": np.arange(20000, dtype=np.float32), "b": np.ones(3, np.float32)}
+    ck = checkpoint.Checkpointer(directory, save_every=1, keep=3)
+    if mode == "save":
+      for step in (1, 2):
+        ck.save(step, {k: v + step for k, v in state.items()})
+      ck.close()
+    elif mode == "restore":
+      step, got = ck.restore_latest_good({k: np.zeros_like(v) for k, v in state.items()},
+                                         directory + "_bad")
+      print("restored", step, float(got["w"][0]), flush=True)
+    elif mode == "full_disk":
+      ck.save(1, state)
+      ck.close()
+      ck = checkpoint.Checkpointer(directory, save_every=1, keep=3)
+      signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG
+      resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))
+      try:
+        ck.save(2, {k: v + 2 for k, v in state.items()})
+        ck.close()
+      except checkpoint.CheckpointError as e:
+        print("error:", e, flush=True)
+""")
+
+
+def _ckpt(directory, mode):
+  proc = subprocess.run([sys.executable, "-c", CKPT_SCRIPT, str(directory), mode], cwd=ROOT,
+                        env=_env(), capture_output=True, text=True, timeout=120)
+  return proc
+
+
+def _largest_file(step_dir):
+  files = [os.path.join(r, n) for r, _, ns in os.walk(step_dir) for n in ns
+           if n != "steerjax_manifest.json"]
+  return max(files, key=os.path.getsize)
+
+
+@pytest.mark.parametrize("fault", ["truncate", "delete", "garble"])
+def test_bad_newest_checkpoint_is_named_and_previous_one_used(tmp_path, fault):
+  directory = tmp_path / "checkpoints"
+  assert _ckpt(directory, "save").returncode == 0
+  victim = _largest_file(directory / "2")
+  if fault == "truncate":
+    with open(victim, "r+b") as f:
+      f.truncate(os.path.getsize(victim) // 2)
+  elif fault == "delete":
+    os.remove(victim)
+  else:
+    with open(victim, "r+b") as f:
+      f.seek(os.path.getsize(victim) // 2)
+      f.write(b"\x5a" * 16)
+  proc = _ckpt(directory, "restore")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert f"checkpoint {directory / '2'} is bad (" in proc.stdout
+  assert "restored 1 1.0" in proc.stdout  # step 1's values, not zeros and not step 2's
+  assert os.path.isdir(f"{directory}_bad/2") and not os.path.exists(directory / "2")
+
+
+def test_all_checkpoints_bad_refuses_rather_than_starting_over(tmp_path):
+  directory = tmp_path / "checkpoints"
+  assert _ckpt(directory, "save").returncode == 0
+  for step in ("1", "2"):
+    os.remove(_largest_file(directory / step))
+  proc = _ckpt(directory, "restore")
+  assert proc.returncode != 0 and "none of the checkpoints [2, 1]" in proc.stderr
+
+
+def test_failed_save_keeps_previous_checkpoint_and_says_so(tmp_path):
+  directory = tmp_path / "checkpoints"
+  proc = _ckpt(directory, "full_disk")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  line = [l for l in proc.stdout.splitlines() if l.startswith("error:")]
+  assert len(line) == 1 and "saving checkpoint step 2" in line[0] and "step 1 is intact" in line[0]
+  restored = _ckpt(directory, "restore")
+  assert "restored 1 0.0" in restored.stdout and "is bad" not in restored.stdout
+
+
+@pytest.mark.slow  # two tiny training runs in subprocesses (~70 s on 2 cores)
+def test_run_with_corrupt_newest_checkpoint_resumes_from_previous_bit_identically(tmp_path):
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  from test_trainer import _final_params, _logged_steps  # pylint: disable=g-import-not-at-top
+  steps = ["--config.total_steps=8", "--config.checkpoint_every=4"]
+  proc = _cli(tmp_path, *steps)
+  _, err = proc.communicate(timeout=600)
+  assert proc.returncode == 0, err[-2000:]
+  reference = _final_params(tmp_path, 8)
+  with open(_largest_file(tmp_path / "checkpoints" / "8"), "r+b") as f:
+    f.truncate(10)
+  proc = _cli(tmp_path, *steps)
+  out, err = proc.communicate(timeout=600)
+  assert proc.returncode == 0, err[-2000:]
+  assert f"checkpoint {tmp_path / 'checkpoints' / '8'} is bad" in out
+  assert _logged_steps(tmp_path) == list(range(1, 9))
+  again = _final_params(tmp_path, 8)
+  for x, y in zip(ocp.tree.to_flat_dict(reference).values(), ocp.tree.to_flat_dict(again).values()):
+    np.testing.assert_array_equal(x, y)
