@@ -9,6 +9,7 @@ import difflib
 
 import ml_collections
 
+from steerjax import evaluators
 from steerjax import methods
 from steerjax import optim
 from steerjax import steerers
@@ -22,8 +23,7 @@ STEERERS = tuple(steerers.STEERERS)
 OPTIMIZERS = optim.OPTIMIZERS
 SCHEDULES = optim.SCHEDULES
 DTYPES = ("float32", "bfloat16")
-EVALUATORS = ("linear_probe", "knn", "steering", "sie_retrieval", "rotation_r2",
-              "learned_equivariance", "tta", "ood", "transfer")
+EVALUATORS = tuple(evaluators.REGISTRY)
 
 
 class ConfigError(ValueError):
@@ -86,19 +86,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.keep_checkpoints = 2
   c.progress = True
 
+  # Keys every evaluator shares; each evaluator declares its own (steerjax/evaluators/*.py).
   c.eval = dict(
-      evaluators=("linear_probe", "knn", "steering", "sie_retrieval", "rotation_r2",
-                  "learned_equivariance", "tta", "ood", "transfer"),
+      evaluators=EVALUATORS,
       batch_size=512,
-      probe_epochs=100, probe_lr=1e-2, probe_batch_size=256, probe_optimizer="adam",
-      knn_k=20,
-      tta_views=8, tta_examples=256,  # TTA and OOD use this many held-out images
-      ood_severity=3,  # severity of the corrupted set in the clean-vs-corrupted AUC
-      r2_hidden=256, r2_steps=500,
-      # Prepared tfds datasets (read from data.data_dir; skipped when absent): linear probes on
-      # transfer sets (train -> test split), and extra out-of-distribution sets for `ood`.
-      transfer_datasets=(), ood_datasets=(), ood_split="test",  # relative-rotation regressor (SIE uses 1024 wide)
       max_examples=4000,  # cap on evaluation examples per split (0 = all)
+      **evaluators.config_defaults(),
   )
   return c
 
@@ -141,6 +134,12 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int = 1) -> None:
     if ev not in EVALUATORS:
       _fail("eval.evaluators", ev, f"names from {', '.join(EVALUATORS)}")
   from steerjax.augment import policies  # pylint: disable=g-import-not-at-top
+  try:
+    policies.get_policy(cfg.eval.tta_policy.to_dict())
+  except (ValueError, TypeError) as e:
+    raise ConfigError(f"config.eval.tta_policy: {e}") from None
+  if cfg.eval.tta_views < 1:
+    _fail("eval.tta_views", cfg.eval.tta_views, "a positive number of views")
   for key in ("policy", "policy2"):
     name = cfg.augment[key]
     if isinstance(name, str) and name and name not in policies.POLICY_NAMES:

@@ -34,6 +34,7 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (ex
 _ALLOW_CHANGE = flags.DEFINE_bool(
     "allow_config_change", False,
     "Resume even though training keys differ from the workdir's config.json (recorded in config_changes.jsonl).")
+_EVAL_ONLY = flags.DEFINE_bool("eval_only", False, "Evaluate the workdir's latest checkpoint; no training.")
 
 _overrides: list[str] = []
 
@@ -188,7 +189,8 @@ def main(argv: list[str], evaluate_only: bool = False) -> None:
   del argv
   logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
   import jax  # pylint: disable=g-import-not-at-top
-  from steerjax import checkpoint, data, train, evaluate  # pylint: disable=g-import-not-at-top
+  from steerjax import checkpoint, data, evaluators, train  # pylint: disable=g-import-not-at-top
+  evaluate_only = evaluate_only or _EVAL_ONLY.value
 
   if _COORDINATOR.value:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
@@ -218,7 +220,7 @@ def main(argv: list[str], evaluate_only: bool = False) -> None:
     sys.exit(1)
   if not run.completed:
     return
-  report = evaluate.evaluate_run(run, workdir)
+  report = evaluators.evaluate_run(run, workdir)
   if jax.process_index() == 0:
     print(f"report: {os.path.join(workdir, 'report.md')} ({len(report)} numbers); headline:")
     for key in HEADLINE:

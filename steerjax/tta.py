@@ -25,11 +25,11 @@ def no_tta(head_fn: HeadFn, z: jax.Array) -> jax.Array:
   return jax.nn.softmax(head_fn(z), axis=-1)
 
 
-def _mean_probs(head_fn: HeadFn, views: jax.Array) -> jax.Array:
-  """[B, N, d] view embeddings -> mean over N of softmax(head) -> [B, C]."""
+def _view_probs(head_fn: HeadFn, views: jax.Array) -> jax.Array:
+  """[B, N, d] view embeddings -> softmax(head) of each view -> [B, N, C]."""
   b, n, d = views.shape
   logits = head_fn(views.reshape(b * n, d))
-  return jax.nn.softmax(logits, axis=-1).reshape(b, n, -1).mean(1)
+  return jax.nn.softmax(logits, axis=-1).reshape(b, n, -1)
 
 
 def steered_views(
@@ -56,15 +56,27 @@ def steered_views(
   return jax.vmap(lambda gn: combine_fn(z, basis, gn), in_axes=1, out_axes=1)(g)
 
 
+def steered_tta_views(head_fn: HeadFn, z: jax.Array, g: jax.Array, **steerer) -> jax.Array:
+  """Softmax of the head on each of the N steered copies of z -> [B, N, C] (OOD scores such as
+  agreement across views read these). `steerer`: see `steered_views`."""
+  return _view_probs(head_fn, steered_views(z, g, **steerer))
+
+
 def steered_tta(head_fn: HeadFn, z: jax.Array, g: jax.Array, **steerer) -> jax.Array:
   """Steered TTA: mean softmax of the head over the N steered copies of z -> [B, C].
 
   `steerer` is `steer_fn=...` or `basis_fn=..., combine_fn=...`, see `steered_views`.
   """
-  return _mean_probs(head_fn, steered_views(z, g, **steerer))
+  return steered_tta_views(head_fn, z, g, **steerer).mean(1)
 
 
-def image_tta(
+def image_tta(encoder_fn, head_fn, images, augment_fn, aug_params, *, batch_size: int) -> jax.Array:
+  """Image-space TTA: mean over views of `image_tta_views` -> [B, C]."""
+  return image_tta_views(encoder_fn, head_fn, images, augment_fn, aug_params,
+                         batch_size=batch_size).mean(1)
+
+
+def image_tta_views(
     encoder_fn: Callable[[jax.Array], jax.Array],
     head_fn: HeadFn,
     images: jax.Array,
@@ -73,7 +85,7 @@ def image_tta(
     *,
     batch_size: int,
 ) -> jax.Array:
-  """Image-space TTA: encode every augmented view, mean softmax of the head -> [B, C].
+  """Image-space TTA: encode every augmented view, softmax of the head per view -> [B, N, C].
 
   Args:
     encoder_fn: images [b, H', W', 3] -> embeddings [b, d].
@@ -102,4 +114,4 @@ def image_tta(
             jax.tree.map(lambda p: p.reshape(num_chunks, batch_size, *p.shape[1:]), flat))
   probs = jax.lax.map(chunk_probs, chunks)
   probs = probs.reshape(num_chunks * batch_size, -1)[:total]
-  return probs.reshape(b, n, -1).mean(1)
+  return probs.reshape(b, n, -1)

@@ -1,5 +1,6 @@
-"""End-of-training evaluation: reports, restore-and-evaluate, and the evaluators' wiring."""
+"""Evaluation through its entry point: every evaluator, for every method family it applies to."""
 
+import dataclasses
 import json
 
 import jax
@@ -7,27 +8,68 @@ import numpy as np
 import pytest
 
 from steerjax import config as config_lib
-from steerjax import evaluate
+from steerjax import evaluators
 from steerjax import train
+from steerjax.evaluators import steering as steering_eval
+from steerjax.evaluators import transfer as transfer_eval
+from steerjax.evaluators import tta as tta_eval
+from steerjax.metrics import equivariance
+
+ALL = tuple(evaluators.REGISTRY)
 
 
-def _tiny_config(**eval_overrides):
+def _tiny_config(method="steerable", **eval_overrides):
   cfg = config_lib.base_config()
+  cfg.method = method
   cfg.data.num_objects, cfg.data.views_per_object = 48, 4
   cfg.model.width_multiplier, cfg.batch_size, cfg.total_steps = 0.125, 16, 3
-  cfg.head.proj_hidden, cfg.head.proj_dim = 32, 16
+  cfg.head.proj_hidden, cfg.head.proj_dim, cfg.head.proj_layers = 32, 16, 1
   cfg.progress = False
   cfg.eval.update(dict(probe_epochs=5, tta_views=3, tta_examples=24, max_examples=96,
-                       r2_hidden=16, r2_steps=20, **eval_overrides))
+                       r2_hidden=16, r2_steps=20, batch_size=64, equivariance_examples=8, **{"evaluators": ALL, **eval_overrides}))
+  config_lib.validate(cfg)
   return cfg
+
+
+def _trained(tmp_path_factory, method):
+  workdir = str(tmp_path_factory.mktemp(method))
+  cfg = _tiny_config(method)
+  run = train.train(cfg, workdir)
+  return cfg, workdir, run, evaluators.evaluate_run(run, workdir)
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp("run"))
-  cfg = _tiny_config(evaluators=("linear_probe", "steering", "tta", "rotation_r2"))
-  run = train.train(cfg, workdir)
-  return cfg, workdir, run, evaluate.evaluate_run(run, workdir)
+  return _trained(tmp_path_factory, "steerable")
+
+
+@pytest.fixture(scope="module")
+def sie(tmp_path_factory):
+  return _trained(tmp_path_factory, "sie")
+
+
+def _context(run, workdir):
+  return evaluators.Context(run, workdir, train.variables_for_eval(run.state),
+                            evaluators.random_init_variables(run))
+
+
+def test_every_evaluator_reports_on_steerable(trained):
+  _, workdir, _, report = trained
+  for key in ("linear_probe_top1", "knn_top1", "steering_error", "gamma", "tta_steered_top1",
+              "tta_image_top1", "corrupt_top1_mean", "ood_auc_steered_mean",
+              "ood_auc_agreement_steered_mean", "ood_auc_neg_entropy_image_mean", "rotation_r2_all",
+              "equiv_corr_translate_overall"):
+    assert np.isfinite(report[key]), key
+  assert "ood_auc_agreement_none_mean" not in report  # one view always agrees with itself
+  with open(f"{workdir}/report.md") as f:
+    markdown = f.read()
+  # The only evaluator that does not apply says why; the others have their sections.
+  assert "- transfer: eval.transfer_datasets is empty" in markdown
+  assert "- sie_retrieval: method steerable is not conditioned" in markdown
+  for section in ("## Representation", "## Steering", "## Tta", "## Robustness",
+                  "## Learned equivariance"):
+    assert section in markdown
+  assert markdown.index("**Headline:**") < markdown.index("## Representation")
 
 
 def test_report_files_agree(trained):
@@ -45,18 +87,71 @@ def test_restored_run_gives_the_same_report(trained):
   restored = train.restore(cfg, workdir)
   for a, b in zip(jax.tree.leaves(run.state.params), jax.tree.leaves(restored.state.params)):
     np.testing.assert_array_equal(a, b)
-  again = evaluate.evaluate_run(restored, workdir)
-  assert again == pytest.approx(report, rel=1e-5, abs=1e-6)
+  with cfg.unlocked():
+    cfg.eval.evaluators = ("linear_probe", "steering", "tta")
+  try:
+    again = evaluators.evaluate_run(restored, workdir)
+  finally:
+    with cfg.unlocked():
+      cfg.eval.evaluators = ALL
+  assert again == pytest.approx({k: report[k] for k in again}, rel=1e-5, abs=1e-6)
+
+
+def test_steered_tta_basis_path_equals_generic_steerer(trained):
+  """The evaluator's fast linear-in-g path gives the same per-view probabilities as ρ(g) z."""
+  _, workdir, run, _ = trained
+  ctx = _context(run, workdir)
+  assert ctx.fns.steer_basis is not None
+  images = ctx.subset("val", 8)["image"]
+  fast = tta_eval.view_probabilities(ctx, images)
+  generic_ctx = _context(run, workdir)
+  generic_ctx._cache["fns"] = dataclasses.replace(ctx.fns, steer_basis=None, steer_combine=None)
+  generic = tta_eval.view_probabilities(generic_ctx, images)
+  assert fast["steered"].shape == (8, 3, run.datasets.num_classes)
+  np.testing.assert_allclose(fast["steered"], generic["steered"], rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(fast["image"], generic["image"], rtol=1e-5, atol=1e-6)
 
 
 def test_evaluation_uses_inference_mode_batchnorm(trained):
   """Embeddings of an image do not depend on the rest of its batch (running statistics)."""
   _, workdir, run, _ = trained
-  ctx = evaluate.Context(run, workdir, train.variables_for_eval(run.state), None)
+  ctx = _context(run, workdir)
   images = ctx.floats(ctx.images("val")["image"][:8])
-  alone = ctx.apply_fn("embed")(ctx.variables, images[:1])
-  mixed = ctx.apply_fn("embed")(ctx.variables, images)
-  np.testing.assert_allclose(alone[0], mixed[0], rtol=1e-5, atol=1e-6)
+  embed = ctx.jitted(ctx.fns.embed)
+  np.testing.assert_allclose(embed(ctx.variables, images[:1])[0], embed(ctx.variables, images)[0],
+                             rtol=1e-5, atol=1e-6)
+
+
+def test_every_evaluator_on_sie_including_steering(sie):
+  _, workdir, _, report = sie
+  for key in ("steering_error", "steering_cosine", "sie_mrr", "sie_random_init_mrr", "sie_pre",
+              "rotation_r2_inv", "rotation_r2_equi", "ood_auc_none_mean", "knn_top1"):
+    assert np.isfinite(report[key]), key
+  with open(f"{workdir}/report.md") as f:
+    assert "- tta: method sie does not steer the representation" in f.read()
+
+
+def test_pairs_steering_error_matches_an_independent_computation(sie):
+  """Steering for pairs methods: held-out view pairs, g the rendered transformation."""
+  _, workdir, run, report = sie
+  ctx = _context(run, workdir)
+  pairs = ctx.view_pairs("val", ctx.config.eval.max_examples)
+  assert not np.array_equal(pairs["view_id"], pairs["view_id2"]) or len(pairs["view_id"]) == 0
+  model, v = run.model, ctx.variables
+  z = model.apply(v, ctx.floats(pairs["image"]), method="steer_embed")
+  z_t = model.apply(v, ctx.floats(pairs["image2"]), method="steer_embed")
+  z_p = model.apply(v, z, pairs["transform"][:, :4].astype(np.float32), method="steer")
+  assert report["steering_error"] == pytest.approx(
+      float(equivariance.steering_error(z, z_t, z_p)), rel=1e-4)
+  assert steering_eval.run(ctx)["steering_error"] == pytest.approx(report["steering_error"], rel=1e-5)
+
+
+def test_equimod_on_pairs_gets_steering(tmp_path):
+  cfg = _tiny_config("equimod_pairs", evaluators=("steering", "sie_retrieval", "tta"))
+  run = train.train(cfg, str(tmp_path))
+  report = evaluators.evaluate_run(run, str(tmp_path))
+  assert np.isfinite(report["steering_error"]) and np.isfinite(report["sie_mrr"])
+  assert "tta_steered_top1" not in report
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
@@ -67,16 +162,15 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
 def test_transfer_probes_run_on_prepared_sets_and_skip_absent_ones(trained, tmp_path):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   cfg, workdir, run, _ = trained
-  ctx = evaluate.Context(run, workdir, train.variables_for_eval(run.state), None)
   with cfg.unlocked():
     cfg.eval.transfer_datasets = ("dtd",)
     cfg.data.data_dir = str(tmp_path)  # nothing prepared there
   try:
-    assert evaluate.transfer(ctx) is None
+    with pytest.raises(evaluators.NotApplicable, match="none of dtd is prepared"):
+      transfer_eval.run(_context(run, workdir))
     with tfds.testing.mock_data(num_examples=24):
-      fresh = evaluate.Context(run, workdir, ctx.variables, None)
-      out = evaluate.transfer(fresh)
+      out = transfer_eval.run(_context(run, workdir))
     assert set(out) == {"transfer_dtd_top1"} and 0.0 <= out["transfer_dtd_top1"] <= 1.0
   finally:
     with cfg.unlocked():
-      cfg.data.data_dir = ""
+      cfg.data.data_dir, cfg.eval.transfer_datasets = "", ()

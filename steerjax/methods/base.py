@@ -17,7 +17,7 @@ The model returned by `build_model` must provide:
 """
 
 import dataclasses
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -27,6 +27,21 @@ import ml_collections
 from steerjax import augment
 
 Batch = dict[str, jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalFunctions:
+  """Pure functions of `(variables, ...)` that evaluators call, inference-mode BatchNorm.
+
+  A field is None where the method has no such piece, so an evaluator asks "is there a
+  steerer?" by looking, not through a flag. `steer_basis`/`steer_combine` exist for steerers
+  linear in g (ρ(g) z = c(z, Σ_k g_k A_k z)): steered TTA then computes the k products once.
+  """
+  embed: Callable  # (variables, x [B,H,W,3]) -> [B, d], the representation probes read
+  steer_embed: Callable | None = None  # (variables, x) -> [B, d'], what the steerer acts on
+  steer: Callable | None = None  # (variables, z [B,d'], g [B,k]) -> [B, d']
+  steer_basis: Callable | None = None  # (variables, z) -> [B, k, d']
+  steer_combine: Callable | None = None  # (variables, z, basis, g) -> [B, d']
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +87,25 @@ class Method:
   def representation_parts(self) -> tuple[tuple[str, slice], ...]:
     """Named slices of the representation evaluated separately (SIE: invariant/equivariant half)."""
     return ()
+
+  def eval_functions(self, model: nn.Module) -> EvalFunctions:
+    """The model's evaluation entry points (see `EvalFunctions`)."""
+
+    def bound(name):
+      if not hasattr(model, name):
+        return None
+      return lambda variables, *args: model.apply(variables, *args, method=name)
+
+    basis = None
+    steerer = getattr(model, "steerer", None)
+    if self.steers_representation and hasattr(steerer, "basis_apply"):
+      basis = (lambda v, z: model.apply(v, z, method=lambda m, z_: m.steerer.basis_apply(z_)),
+               lambda v, z, b, g: model.apply(
+                   v, z, b, g, method=lambda m, z_, b_, g_: m.steerer.combine(z_, b_, g_)))
+    return EvalFunctions(embed=bound("embed"),
+                         steer_embed=bound("steer_embed") if self.transform_source else None,
+                         steer=bound("steer") if self.transform_source else None,
+                         steer_basis=basis and basis[0], steer_combine=basis and basis[1])
 
   # Shared helpers -----------------------------------------------------------
 

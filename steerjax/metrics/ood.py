@@ -3,25 +3,37 @@
 Convention: a score is *higher for in-distribution* inputs, so the AUC is the
 probability that a random in-distribution input scores above a random
 out-of-distribution one. The scores take class probabilities, so the same code
-serves no TTA, image-space TTA and steered TTA (whose outputs are averaged
-probabilities, see steerjax.tta).
+serves no TTA, image-space TTA and steered TTA. Scores read per-view probabilities
+[B, N, C] (N = 1 without TTA; see `steerjax.tta.*_views`); [B, C] counts as one view.
 """
 
 import numpy as np
 
 
+def _views(probs) -> np.ndarray:
+  p = np.asarray(probs, np.float64)
+  return p[:, None] if p.ndim == 2 else p
+
+
 def msp_score(probs) -> np.ndarray:
-  """Maximum softmax probability (Hendrycks & Gimpel, 2017)."""
-  return np.max(np.asarray(probs, np.float64), axis=-1)
+  """Maximum of the view-averaged softmax probability (Hendrycks & Gimpel, 2017)."""
+  return np.max(_views(probs).mean(1), axis=-1)
 
 
 def neg_entropy_score(probs) -> np.ndarray:
-  """Negative predictive entropy sum_c p_c log p_c: confident predictions score high."""
-  p = np.asarray(probs, np.float64)
+  """Negative entropy sum_c p_c log p_c of the view-averaged prediction: confident scores high."""
+  p = _views(probs).mean(1)
   return np.sum(p * np.log(np.clip(p, 1e-30, None)), axis=-1)
 
 
-SCORES = {"msp": msp_score, "neg_entropy": neg_entropy_score}
+def agreement_score(probs) -> np.ndarray:
+  """Fraction of the N views whose top class is the averaged prediction's top class: views of
+  an in-distribution image tend to agree (constant 1 for a single view)."""
+  p = _views(probs)
+  return np.mean(p.argmax(-1) == p.mean(1).argmax(-1)[:, None], axis=1)
+
+
+SCORES = {"msp": msp_score, "neg_entropy": neg_entropy_score, "agreement": agreement_score}
 
 
 def _average_ranks(x: np.ndarray) -> np.ndarray:

@@ -1,0 +1,166 @@
+"""What every evaluator shares: its declaration, the 'does not apply' signal, and the Context.
+
+The Context holds a trained run and caches what several evaluators reuse (split arrays,
+features, the linear-probe head), so each split is embedded once per report.
+"""
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from steerjax import augment
+from steerjax import data
+from steerjax import train as train_lib
+from steerjax.data import tfds_source
+from steerjax.data.loader import Loader
+from steerjax.methods.base import EvalFunctions
+from steerjax.metrics import probes
+
+
+class NotApplicable(Exception):
+  """Raised by an evaluator that does not apply to this method or dataset; the message says why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluator:
+  """One evaluator: `run(ctx) -> {report key: number}`.
+
+  `defaults` are its keys of the `eval` config block (merged into `config.base_config`), `keys`
+  the report keys it writes (`{}` marks a part filled at run time, e.g. a corruption name) and
+  `section` the report.md section it belongs to.
+  """
+  name: str
+  run: Callable[["Context"], dict]
+  keys: tuple[str, ...]
+  section: str
+  defaults: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class Context:
+  """A trained model plus cached features, shared by all evaluators."""
+  run: train_lib.Run
+  workdir: str
+  variables: Any
+  random_variables: Any
+  _cache: dict = dataclasses.field(default_factory=dict)
+
+  @property
+  def config(self):
+    return self.run.config
+
+  @property
+  def image_size(self) -> int:
+    return self.run.method.image_size
+
+  @property
+  def fns(self) -> EvalFunctions:
+    if "fns" not in self._cache:
+      self._cache["fns"] = self.run.method.eval_functions(self.run.model)
+    return self._cache["fns"]
+
+  def cached(self, key, make: Callable[[], Any]) -> Any:
+    """`make()` once per key for this context (features, jitted functions, probe heads)."""
+    if key not in self._cache:
+      self._cache[key] = make()
+    return self._cache[key]
+
+  def jitted(self, fn: Callable) -> Callable:
+    return self.cached(fn, lambda: jax.jit(fn))
+
+  def batched(self, fn: Callable, variables, *arrays) -> Any:
+    """`fn(variables, *chunk)` jitted over the leading axis in fixed-size chunks (one shape);
+    the output may be a pytree of arrays."""
+    n = len(arrays[0])
+    jitted, bs = self.jitted(fn), min(self.config.eval.batch_size, n)
+    outs = []
+    for i in range(0, n, bs):
+      chunk = [a[i:i + bs] for a in arrays]
+      pad = bs - len(chunk[0])
+      if pad:
+        chunk = [np.concatenate([c, np.repeat(c[-1:], pad, 0)]) for c in chunk]
+      outs.append(jax.tree.map(lambda o: np.asarray(o)[: bs - pad], jitted(variables, *chunk)))
+    return jax.tree.map(lambda *o: np.concatenate(o), *outs)
+
+  def _cap(self, n: int) -> np.ndarray:
+    cap = self.config.eval.max_examples
+    if not cap or n <= cap:
+      return np.arange(n)
+    return np.sort(np.random.default_rng(self.config.seed).choice(n, cap, replace=False))
+
+  def images(self, split: str) -> dict[str, np.ndarray]:
+    """The split's arrays, capped at `eval.max_examples` (a fixed, seeded subset)."""
+    key = ("images", split)
+    if key not in self._cache:
+      source = getattr(self.run.datasets, split)
+      idx = self._cap(len(source))
+      if hasattr(source, "take"):
+        self._cache[key] = source.take(idx)
+      else:
+        examples = [source[int(i)] for i in idx]
+        self._cache[key] = {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+    return self._cache[key]
+
+  def view_pairs(self, split: str, num_objects: int) -> dict[str, np.ndarray]:
+    """Two distinct rendered views of up to `num_objects` objects, drawn as training draws them
+    (`image`, `image2`, `transform` from view 1 to view 2); needs a multi-view split."""
+    key = ("pairs", split, num_objects)
+    if key not in self._cache:
+      source = getattr(self.run.datasets, split)
+      if not getattr(source, "has_views", False):
+        raise NotApplicable(f"the {split} split has no rendered views of one object")
+      batch = min(num_objects, len(source.object_table()))
+      loader = Loader(source, batch, seed=self.config.seed + 7, pairs=True, process_index=0,
+                      process_count=1, prefetch=0)
+      self._cache[key] = loader.batch(0)
+    return self._cache[key]
+
+  def tfds_examples(self, name: str, split: str) -> dict[str, np.ndarray] | None:
+    """Up to `eval.max_examples` examples of a prepared tfds dataset; None when it is absent."""
+    key = ("tfds", name, split)
+    if key not in self._cache:
+      try:
+        source = tfds_source.TfdsSource(name, split, self.config.data.data_dir or None,
+                                        self.config.data.image_size)
+      except data.DatasetNotFoundError:
+        self._cache[key] = None
+      else:
+        n = min(len(source), self.config.eval.max_examples or len(source))
+        examples = [source[i] for i in range(n)]
+        self._cache[key] = {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+    return self._cache[key]
+
+  def floats(self, images_uint8: np.ndarray) -> np.ndarray:
+    return np.asarray(augment.resize_batch(jnp.asarray(images_uint8), self.image_size))
+
+  def embed(self, images_uint8: np.ndarray, variables=None) -> np.ndarray:
+    return self.batched(self.fns.embed, self.variables if variables is None else variables,
+                        self.floats(images_uint8))
+
+  def features(self, split: str, random_init: bool = False) -> np.ndarray:
+    key = ("features", split, random_init)
+    if key not in self._cache:
+      variables = self.random_variables if random_init else self.variables
+      self._cache[key] = self.embed(self.images(split)["image"], variables)
+    return self._cache[key]
+
+  def probe(self, random_init: bool = False) -> dict:
+    key = ("probe", random_init)
+    if key not in self._cache:
+      e = self.config.eval
+      self._cache[key] = probes.linear_probe(
+          self.features("train", random_init), self.images("train")["label"],
+          self.features("val", random_init), self.images("val")["label"],
+          self.run.datasets.num_classes, epochs=e.probe_epochs, batch_size=e.probe_batch_size,
+          lr=e.probe_lr, optimizer=e.probe_optimizer, seed=self.config.seed)
+    return self._cache[key]
+
+  def subset(self, split: str, n: int) -> dict[str, np.ndarray]:
+    return {k: v[:n] for k, v in self.images(split).items()}
+
+  def require_steerer(self) -> None:
+    if self.fns.steer is None:
+      raise NotApplicable(f"method {self.config.method} has no steerer or predictor")

@@ -1,0 +1,41 @@
+"""report.json (flat keys, numbers) and report.md (sections, headline numbers first)."""
+
+import json
+import os
+
+# The numbers a reader looks for first in each section, in this order.
+HEADLINES = {
+    "representation": ("linear_probe_top1", "linear_probe_top1_random_init", "knn_top1"),
+    "steering": ("steering_error", "steering_cosine", "gamma"),
+    "tta": ("tta_none_top1", "tta_image_top1", "tta_steered_top1"),
+    "robustness": ("corrupt_top1_mean", "ood_auc_none_mean", "ood_auc_image_mean",
+                   "ood_auc_steered_mean"),
+    "learned equivariance": ("rotation_r2_all", "equiv_corr_translate_overall"),
+    "SIE retrieval": ("sie_mrr", "sie_random_init_mrr", "sie_h1", "sie_pre"),
+}
+
+
+def _row(key: str, value) -> str:
+  return f"| {key} | {value:.4f} |" if isinstance(value, float) else f"| {key} | {value} |"
+
+
+def write(report: dict, sections: dict[str, list[str]], skipped: dict[str, str], config,
+          workdir: str, order: list[str]) -> None:
+  with open(os.path.join(workdir, "report.json"), "w") as f:
+    json.dump(report, f, indent=2)
+  lines = [f"# steerjax report: {config.method} on {config.data.name}", "",
+           f"Model {config.model.name} ×{config.model.width_multiplier}, {config.total_steps} steps "
+           f"of batch {config.batch_size} ({report['train_seconds']:.0f} s). Online encoder, "
+           "BatchNorm in inference mode."]
+  headline = [k for s in order for k in HEADLINES.get(s, ()) if k in report]
+  if headline:
+    lines += ["", "**Headline:** " + ", ".join(f"{k} {report[k]:.4f}" for k in headline) + "."]
+  for section in order:
+    keys = sections[section]
+    first = [k for k in HEADLINES.get(section, ()) if k in keys]
+    lines += ["", f"## {section[0].upper()}{section[1:]}", "", "| metric | value |", "|---|---|"]
+    lines += [_row(k, report[k]) for k in first + [k for k in keys if k not in first]]
+  if skipped:
+    lines += ["", "## Skipped", ""] + [f"- {name}: {why}" for name, why in skipped.items()]
+  with open(os.path.join(workdir, "report.md"), "w") as f:
+    f.write("\n".join(lines) + "\n")
