@@ -32,8 +32,14 @@ def test_scores_rank_confident_predictions_higher():
   uniform = np.full((1, 3), 1 / 3)
   assert ood.msp_score(confident)[0] == pytest.approx(0.97)
   assert ood.neg_entropy_score(uniform)[0] == pytest.approx(-np.log(3))
-  for score in ood.SCORES:
+  for score in ("msp", "neg_entropy"):
     assert ood.ood_auc(np.repeat(confident, 4, 0), np.repeat(uniform, 3, 0), score) == 1.0
+
+
+def test_agreement_is_the_share_of_views_voting_for_the_averaged_class():
+  views = np.array([[[0.9, 0.1], [0.6, 0.4], [0.2, 0.8], [0.7, 0.3]]])  # mean favours class 0
+  assert ood.agreement_score(views)[0] == pytest.approx(0.75)
+  assert ood.agreement_score(views[:, :1, :].squeeze(1))[0] == 1.0
 
 
 @pytest.fixture(scope="module")
