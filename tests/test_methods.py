@@ -29,7 +29,7 @@ from steerjax.metrics import equivariance
 
 NUM_CLASSES = synthetic3d.NUM_CLASSES
 OWN_METHODS = ("supervised", "simclr", "byol", "vicreg", "equimod_simclr", "equimod_byol",
-               "equimod_pairs", "sie", "augself")
+               "equimod_pairs", "vicreg_equimod", "sie", "augself")
 
 # ----------------------------------------------------------------------------- NumPy references
 
@@ -148,6 +148,23 @@ def test_equimod_pairs_loss():
   np.testing.assert_allclose(loss, expected, rtol=1e-5)
 
 
+def test_vicreg_equimod_loss_is_the_official_formula():
+  n, d = 16, 6
+  z1, z2, y1, y2 = (randn(n, d, seed=s) * 0.7 for s in range(4))  # spread < 1: hinges active
+  y2_hat = randn(n, d, seed=4) * 0.2  # a collapsed prediction is not penalised by a hinge
+  loss, terms = method_loss("vicreg_equimod", dict(z1=z1, z2=z2, y1=y1, y2=y2, y2_hat=y2_hat))
+  inv = (3.0 * np_mse(z1, z2) + 5.0 * (np_std_hinge(z1) + np_std_hinge(z2)) / 2
+         + 0.7 * (np_cov(z1) + np_cov(z2)))
+  equi = (3.0 * np_mse(y2_hat, y2) + 5.0 * (np_std_hinge(y1) + np_std_hinge(y2)) / 2
+          + 0.7 * (np_cov(y1) + np_cov(y2)))
+  assert min(np_std_hinge(a) for a in (z1, z2, y1, y2)) > 0.05
+  np.testing.assert_allclose(loss, inv + 0.3 * equi, rtol=1e-5)
+  np.testing.assert_allclose(float(terms["equivariant"]), equi, rtol=1e-5)
+  # The covariance terms are per part: decorrelating z from y would change the value.
+  joint = np_cov(np.concatenate([z1, y1], 1))
+  assert abs(joint - np_cov(z1) - np_cov(y1)) > 1e-3
+
+
 def test_simclr_byol_vicreg_augself_supervised_losses():
   n, d = 8, 5
   a, b, c, e = (randn(n, d, seed=s) for s in range(4))
@@ -203,9 +220,9 @@ def tiny_config(name: str, **loss):
   c.model.width_multiplier = 0.125
   c.head.update(proj_hidden=64, proj_dim=32, pred_hidden=64, equi_hidden=64, equi_dim=32,
                 augself_hidden=64)
-  if name in ("sie", "equimod_pairs"):
+  if name in ("sie", "equimod_pairs", "vicreg_equimod"):
     c.steerer.name = "hyper_linear"
-  if name in ("sie", "vicreg"):
+  if name in ("sie", "vicreg", "vicreg_equimod"):
     c.head.proj_output = "linear"
   c.batch_size = 32
   c.loss.update(loss)

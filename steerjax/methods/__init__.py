@@ -14,6 +14,7 @@ REGISTRY = {
     "equimod_simclr": ("equimod", "EquiModSimCLR"),
     "equimod_byol": ("equimod", "EquiModBYOL"),
     "equimod_pairs": ("equimod", "EquiModPairs"),
+    "vicreg_equimod": ("vicreg_equimod", "VICRegEquiMod"),
     "sie": ("sie", "SIE"),
     "augself": ("augself", "AugSelf"),
 }

@@ -122,7 +122,8 @@ class EquiModPairsModel(nn.Module):
     h = self.encoder(jnp.concatenate([inputs["view1"], inputs["view2"]]), train)
     z1, z2 = jnp.split(self.inv_projector(h, train), 2)
     y1, y2 = jnp.split(self.equi_projector(h, train), 2)
-    return {"z1": z1, "z2": z2, "y2": y2, "y2_hat": self.steerer(y1, inputs["g"], train=train)}
+    return {"z1": z1, "z2": z2, "y1": y1, "y2": y2,
+            "y2_hat": self.steerer(y1, inputs["g"], train=train)}
 
   def embed(self, x):
     return self.encoder(x, train=False)
