@@ -14,11 +14,11 @@ from steerjax import methods
 from steerjax import optim
 from steerjax import steerers
 from steerjax.models import heads
-from steerjax.models import resnet
+from steerjax.models import encoders
 
 METHODS = tuple(methods.REGISTRY)
 TASKS = ("simclr", "supervised")
-MODELS = tuple(resnet.ARCHITECTURES)
+MODELS = encoders.ENCODERS
 STEERERS = tuple(steerers.STEERERS)
 OPTIMIZERS = optim.OPTIMIZERS
 SCHEDULES = optim.SCHEDULES
@@ -51,7 +51,9 @@ def base_config() -> ml_collections.ConfigDict:
       # train_images.npy / val_images.npy ("" = root)
       root="", index_dir="",
   )
-  c.model = dict(name="resnet18", width_multiplier=0.25, cifar_stem=True, dtype="float32")
+  # patch_size: side of the ViT/Mixer patches (their feature maps' stride).
+  c.model = dict(name="resnet18", width_multiplier=0.25, cifar_stem=True, dtype="float32",
+                 patch_size=4)
   # policy2: BYOL's second (asymmetric) view policy; "" means the same as policy.
   # size: side of the views the encoder sees; 0 means data.image_size (e.g. 256 stored -> 224).
   c.augment = dict(policy="simclr_cifar", policy2="", size=0)
@@ -161,6 +163,11 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int = 1) -> None:
   if cfg.batch_size % num_devices:
     _fail("batch_size", cfg.batch_size,
           f"a multiple of the device count ({num_devices}), so every device gets an equal slice")
+  view = cfg.augment.size or cfg.data.image_size
+  if cfg.model.name in ("vit", "mixer") and not (cfg.model.patch_size > 0
+                                                 and view % cfg.model.patch_size == 0):
+    _fail("model.patch_size", cfg.model.patch_size,
+          f"a positive divisor of the view size {view} (the ViT/Mixer patch grid)")
   if cfg.augment.size < 0:
     _fail("augment.size", cfg.augment.size, "0 (same as data.image_size) or a positive size")
   if not 0 < cfg.data.val_fraction < 1:

@@ -48,7 +48,7 @@ def test_full_width_parameter_count_matches_torchvision(name, count):
 def test_width_multiplier_floor_and_unknown_name():
   assert get_encoder("resnet18", width_multiplier=0.01).feature_dim == 8 * 8
   with pytest.raises(ValueError, match="resnet18"):
-    get_encoder("vit")
+    get_encoder("vgg16")
 
 
 @functools.lru_cache

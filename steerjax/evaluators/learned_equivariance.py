@@ -11,7 +11,7 @@ from steerjax.metrics import learned_equivariance
 
 def run(ctx: base.Context) -> dict:
   encoder = ctx.run.method.build_model().encoder
-  variables = {c: ctx.variables[c]["encoder"] for c in ("params", "batch_stats")}
+  variables = {c: v["encoder"] for c, v in ctx.variables.items() if "encoder" in v}
   sown = learned_equivariance.sown_features_fn(encoder, variables)
   depth_order = list(encoder.strides) + ["output"]  # input to output, as the plot reads
 

@@ -21,7 +21,7 @@ from steerjax import augment
 from steerjax import steerers
 from steerjax.methods.base import Batch, Method
 from steerjax.models import heads
-from steerjax.models import resnet
+from steerjax.models import encoders
 
 
 class TwoViewModel(nn.Module):
@@ -67,7 +67,8 @@ class RenderedPairMethod(Method):
 
 def encoder(config: ml_collections.ConfigDict):
   m = config.model
-  return resnet.get_encoder(m.name, m.width_multiplier, m.cifar_stem, dtype=jnp.dtype(m.dtype))
+  return encoders.get_encoder(m.name, m.width_multiplier, m.cifar_stem, m.patch_size,
+                              dtype=jnp.dtype(m.dtype))
 
 
 def projector(config: ml_collections.ConfigDict) -> heads.MLPHead:
