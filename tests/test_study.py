@@ -46,6 +46,7 @@ def test_runner_table_claims_failures_and_resume(tmp_path):
   results = study_lib.run_study(fake_study(), str(tmp_path), "cpu", 2, ["k=v"], MEMBERS)
   assert [r["status"] for r in results] == ["done"] * 4 + ["failed"]
   assert results[-1]["error"] == "ValueError: boom C"
+  assert base.Member("SIE + x0.25 no-aug", "", seed=2).name == "SIE_x0.25_no_aug-seed2"
   assert results[0]["metrics"]["extra"] == 1  # --config.* overrides reach every member
   data = json.loads((tmp_path / "study.json").read_text())
   assert data["rows"]["A"]["acc"] == pytest.approx({"mean": 0.8, "spread": 0.1414213, "n": 2})

@@ -8,6 +8,7 @@ seed spread (then no direction is claimed either way).
 
 import dataclasses
 import os
+import re
 import sys
 from typing import Callable, Sequence
 
@@ -32,11 +33,16 @@ class Member:
 
   @property
   def name(self) -> str:
-    return f"{self.setting}-seed{self.seed}"
+    """Its workdir's name: the setting with runs of other characters as `_`, and the seed."""
+    return re.sub(r"[^A-Za-z0-9.]+", "_", self.setting).strip("_") + f"-seed{self.seed}"
 
   def argv(self, workdir: str, extra: Sequence[str] = ()) -> list[str]:
-    """The member's command; `extra` overrides (the study's --config.* flags) come last."""
-    flags = [f"--config.{o}" for o in (*self.overrides, f"seed={self.seed}", *extra)]
+    """The member's command; `extra` overrides (the study's --config.* flags) win."""
+    merged = {}  # one flag per key, the last value winning, in first-seen order
+    for o in (*self.overrides, f"seed={self.seed}", *extra):
+      key, _, value = o.partition("=")
+      merged[key] = value
+    flags = [f"--config.{k}={v}" for k, v in merged.items()]
     return [sys.executable, "-m", "steerjax.main", "--config", self.config,
             "--workdir", workdir, *flags]
 

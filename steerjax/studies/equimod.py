@@ -5,7 +5,7 @@ from steerjax.studies.base import Comparison, Study, scaled, seeded
 
 CONFIGS = (("SimCLR", "simclr_cifar10"), ("SimCLR+EquiMod", "equimod_simclr_cifar10"),
            ("BYOL", "byol_cifar10"), ("BYOL+EquiMod", "equimod_byol_cifar10"))
-CPU = ("total_steps=150", "eval.evaluators=('linear_probe','knn','steering')")
+CPU = ("total_steps=150", 'eval.evaluators=("linear_probe","knn","steering")')
 
 
 def members(scale, seeds):

@@ -12,7 +12,7 @@ NOAUG = "augment.policy=none"
 CPU_WIDTHS = (0.125, 0.25, 0.5)
 PAPER_WIDTHS = (0.125, 0.25, 0.5, 1.0)
 CPU = ("method=supervised", "total_steps=60", "data.num_objects=600",
-       "eval.evaluators=('linear_probe','learned_equivariance')")
+       'eval.evaluators=("linear_probe","learned_equivariance")')
 METRIC = "equiv_corr_translate_overall"
 
 

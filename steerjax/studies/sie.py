@@ -7,7 +7,7 @@ CONFIGS = (("VICReg", "vicreg_3diebench"), ("SimCLR", "simclr_3diebench"),
            ("SimCLR+AugSelf", "augself_3diebench"), ("EquiMod", "equimod_3diebench"),
            ("VICReg+EquiMod", "vicreg_equimod_3diebench"), ("SIE", "sie_3diebench"),
            ("SIE-RotColor", "sie_rotcolor_3diebench"))
-CPU = ("total_steps=300", "eval.evaluators=('linear_probe','sie_retrieval','rotation_r2')")
+CPU = ("total_steps=300", 'eval.evaluators=("linear_probe","sie_retrieval","rotation_r2")')
 
 
 def members(scale, seeds):
