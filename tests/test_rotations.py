@@ -108,3 +108,14 @@ def test_relative_quaternion_matches_the_official_scipy_formula():
               * Rotation.from_euler("xyz", lb[:, :3])).as_quat()
   official *= np.where(official[:, 3:] < 0, -1.0, 1.0)  # steerjax's canonical sign, w >= 0
   np.testing.assert_allclose(rotations.relative_quaternion(la, lb), official, atol=1e-5)
+
+
+def test_module_docstring_states_the_convention_the_code_uses():
+  """The docstring once said R_b = R(q) R_a; the code (as SIE) gives R_b = R_a R(q)."""
+  assert "R_b = R_a @ R(q)" in rotations.__doc__ and "R(q) @ R_a" not in rotations.__doc__
+  rng = np.random.default_rng(6)
+  la, lb = random_latents(rng, 50), random_latents(rng, 50)
+  r_a, r_b = rotations.euler_to_matrix(la), rotations.euler_to_matrix(lb)
+  r_q = rotations.quaternion_to_matrix(rotations.relative_quaternion(la, lb))
+  np.testing.assert_allclose(r_a @ r_q, r_b, atol=1e-5)
+  assert np.abs(r_q @ r_a - r_b).max() > 0.1  # the other order is a different rotation

@@ -5,8 +5,9 @@ Conventions (shared with the rest of steerjax and with 3DIEBench):
   `Rotation.from_euler('xyz', ...)`.
 - Quaternions are scalar-last (x, y, z, w) with the canonical sign w >= 0, so a
   linear map of the quaternion (SIE's hypernetwork) never sees both q and -q.
-- The relative rotation of a view pair (a -> b) is q with R_b = R(q) @ R_a.
-  (SIE's code uses R_a^T R_b instead, the same rotation seen in the object frame.)
+- The relative rotation of a view pair (a -> b) is q with R_b = R_a @ R(q), i.e.
+  R(q) = R_a^T R_b: the rotation in the object's own frame, as SIE's code computes it
+  (`rot_1.inv() * rot_2`), so a predictor trained on either carries over.
 """
 
 import numpy as np
