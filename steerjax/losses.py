@@ -59,12 +59,13 @@ def vicreg_covariance(x: jax.Array) -> jax.Array:
   return jnp.sum(jnp.square(off_diagonal)) / d
 
 
-def vicreg_loss(x: jax.Array, y: jax.Array, sim_coeff: float = 25.0,
+def vicreg_loss(x: jax.Array, y: jax.Array, *, sim_coeff: float = 25.0,
                 std_coeff: float = 25.0, cov_coeff: float = 1.0
                 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """VICReg: sim * MSE + std * (h(X) + h(Y)) / 2 + cov * (c(X) + c(Y)).
 
-  Defaults are the VICReg paper's 25/25/1 (SIE's code uses 10/10/1). Returns
+  Defaults are the VICReg paper's 25/25/1 (SIE's code uses 10/10/1). The
+  coefficients are keyword-only, as in `sie_loss`, whose order differs. Returns
   the loss and the unweighted terms.
   """
   terms = {

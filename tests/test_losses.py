@@ -162,3 +162,27 @@ def test_losses_and_gradients_do_not_depend_on_device_count(tmp_path):
   assert set(four_devices.files) == set(one_device)
   for name, value in one_device.items():
     np.testing.assert_allclose(four_devices[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_coefficients_are_keyword_only_and_sie_agrees_with_vicreg_by_name():
+  """SIE's coefficient order (sim, std, cov, equi) once differed from its callers' positions."""
+  from steerjax.methods import sie, vicreg_equimod  # pylint: disable=g-import-not-at-top
+  x, y = _pair(4, n=16, d=6)
+  with pytest.raises(TypeError):
+    losses.vicreg_loss(x, y, 10.0, 10.0, 1.0)
+  with pytest.raises(TypeError):
+    sie.sie_loss(x, y, x, y, x, 10.0, 0.45, 10.0, 1.0)
+  with pytest.raises(TypeError):
+    vicreg_equimod.vicreg_equimod_loss(x, y, x, y, x, 10.0, 10.0, 1.0, 0.45)
+  zi, zi2, ze, ze2 = (0.5 * v for v in _pair(5, n=16, d=6) + _pair(6, n=16, d=6))
+  pred = 0.3 * _pair(7, n=16, d=6)[0]
+  loss_sie, _ = sie.sie_loss(zi, zi2, ze, ze2, pred, sim_coeff=3.0, std_coeff=5.0,
+                             cov_coeff=0.7, equi_factor=0.3)
+  # SIE's variance and covariance terms are VICReg's on [inv ; equi] (its MSE weight set to 0).
+  var_cov, _ = losses.vicreg_loss(np.concatenate([zi, ze], 1), np.concatenate([zi2, ze2], 1),
+                                  sim_coeff=0.0, std_coeff=5.0, cov_coeff=0.7)
+  expected = (var_cov + 3.0 * losses.vicreg_invariance(zi, zi2)
+              + 0.3 * 3.0 * losses.vicreg_invariance(pred, ze2)
+              + 5.0 * losses.vicreg_variance(pred) / 2)
+  assert losses.vicreg_variance(pred) > 0.1
+  np.testing.assert_allclose(loss_sie, expected, rtol=1e-5)

@@ -57,8 +57,11 @@ class SIEModel(nn.Module):
     return self.predictor(z, g, train=False)
 
 
-def sie_loss(z_inv, z_inv2, z_equi, z_equi2, pred, sim_coeff, equi_factor, std_coeff, cov_coeff):
-  """The official SIE objective from the five projections; returns (loss, unweighted terms)."""
+def sie_loss(z_inv, z_inv2, z_equi, z_equi2, pred, *, sim_coeff, std_coeff, cov_coeff, equi_factor):
+  """The official SIE objective from the five projections; returns (loss, unweighted terms).
+
+  Coefficients are keyword-only: a positional call could silently swap them.
+  """
   x = jnp.concatenate([z_inv, z_equi], axis=-1)
   y = jnp.concatenate([z_inv2, z_equi2], axis=-1)
   terms = {
@@ -91,4 +94,5 @@ class SIE(common.RenderedPairMethod):
     del inputs, target_outputs, step
     c = self.config.loss
     return sie_loss(outputs["z_inv"], outputs["z_inv2"], outputs["z_equi"], outputs["z_equi2"],
-                    outputs["pred"], c.sim_coeff, c.equi_factor, c.std_coeff, c.cov_coeff)
+                    outputs["pred"], sim_coeff=c.sim_coeff, std_coeff=c.std_coeff,
+                    cov_coeff=c.cov_coeff, equi_factor=c.equi_factor)

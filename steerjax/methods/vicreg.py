@@ -20,4 +20,5 @@ class VICReg(common.TwoViewMethod):
   def loss(self, outputs, inputs, target_outputs, step):
     del inputs, target_outputs, step
     c = self.config.loss
-    return losses.vicreg_loss(outputs["z1"], outputs["z2"], c.sim_coeff, c.std_coeff, c.cov_coeff)
+    return losses.vicreg_loss(outputs["z1"], outputs["z2"], sim_coeff=c.sim_coeff,
+                              std_coeff=c.std_coeff, cov_coeff=c.cov_coeff)

@@ -19,9 +19,9 @@ from steerjax import losses
 from steerjax.methods import equimod
 
 
-def vicreg_equimod_loss(z1, z2, y1, y2, y2_hat, sim_coeff, std_coeff, cov_coeff, equi_factor):
+def vicreg_equimod_loss(z1, z2, y1, y2, y2_hat, *, sim_coeff, std_coeff, cov_coeff, equi_factor):
   """The official VICRegEquiMod objective; returns (loss, unweighted terms)."""
-  inv, inv_terms = losses.vicreg_loss(z1, z2, sim_coeff, std_coeff, cov_coeff)
+  inv, inv_terms = losses.vicreg_loss(z1, z2, sim_coeff=sim_coeff, std_coeff=std_coeff, cov_coeff=cov_coeff)
   equi_terms = {
       "invariance": losses.vicreg_invariance(y2_hat, y2),
       "variance": (losses.vicreg_variance(y1) + losses.vicreg_variance(y2)) / 2,
@@ -42,5 +42,5 @@ class VICRegEquiMod(equimod.EquiModPairs):
     del inputs, target_outputs, step
     c = self.config.loss
     return vicreg_equimod_loss(outputs["z1"], outputs["z2"], outputs["y1"], outputs["y2"],
-                               outputs["y2_hat"], c.sim_coeff, c.std_coeff, c.cov_coeff,
-                               c.equi_factor)
+                               outputs["y2_hat"], sim_coeff=c.sim_coeff, std_coeff=c.std_coeff,
+                               cov_coeff=c.cov_coeff, equi_factor=c.equi_factor)
