@@ -38,7 +38,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.task = "simclr"  # steerable only: the task loss next to the steering term.
 
   c.data = dict(
-      name="synthetic3d",  # or "3diebench", or a tfds name ("cifar10", "imagenet2012", ...)
+      name="synthetic3d",  # or "3diebench", "folder", or a tfds name ("cifar10", "imagenet2012", ...)
       image_size=32,
       # synthetic3d
       num_objects=2000, views_per_object=10, val_fraction=0.2, seed=0,
@@ -49,7 +49,9 @@ def base_config() -> ml_collections.ConfigDict:
       pairs=False,
       # 3diebench: the folder holding SYNSET/OBJECT/image_K.jpg; index_dir holds
       # train_images.npy / val_images.npy ("" = root)
-      root="", index_dir="",
+      # folder: root holds CLASS/*.jpg|png or *.jpg|png (val = seeded val_fraction hold-out);
+      # skip_unreadable drops (and counts) files PIL cannot read instead of stopping.
+      root="", index_dir="", skip_unreadable=False,
   )
   # patch_size: side of the ViT/Mixer patches (their feature maps' stride).
   c.model = dict(name="resnet18", width_multiplier=0.25, cifar_stem=True, dtype="float32",
@@ -172,3 +174,18 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int = 1) -> None:
     _fail("augment.size", cfg.augment.size, "0 (same as data.image_size) or a positive size")
   if not 0 < cfg.data.val_fraction < 1:
     _fail("data.val_fraction", cfg.data.val_fraction, "a number in (0, 1)")
+  _check_data_name(cfg.data)
+
+
+def _check_data_name(data_cfg) -> None:
+  """A near-miss of a built-in source name (e.g. 'folders') fails here rather than as a missing tfds set."""
+  from steerjax import data  # pylint: disable=g-import-not-at-top
+  from steerjax.data import tfds_source  # pylint: disable=g-import-not-at-top  (does not import tfds)
+  name = data_cfg.name
+  if name not in data.SOURCES and name not in tfds_source.KNOWN_DATASETS and difflib.get_close_matches(
+      name, data.SOURCES, n=1, cutoff=0.8):
+    _fail("data.name", name, f"one of {', '.join(data.SOURCES)}, or a prepared tfds name such as "
+          f"{', '.join(tfds_source.KNOWN_DATASETS[:3])}")
+  if name == "folder" and not data_cfg.root:
+    _fail("data.root", data_cfg.root, "a folder of CLASS/*.jpg|png sub-folders or *.jpg|png images "
+          "(data.name='folder')")

@@ -213,7 +213,7 @@ def main(argv: list[str], evaluate_only: bool = False) -> None:
       json.dump(record, f, indent=2)
   try:
     run = train.restore(cfg, workdir) if evaluate_only else train.train(cfg, workdir)
-  except (data.DatasetNotFoundError, train.NoCheckpointError) as e:
+  except (data.DatasetNotFoundError, data.UnreadableImageError, train.NoCheckpointError) as e:
     _fail(str(e))
   except (train.NonFiniteLossError, checkpoint.CheckpointError) as e:
     print(f"error: {e}", file=sys.stderr)

@@ -1,10 +1,13 @@
-"""Datasets: synthetic3d (embedded), 3DIEBench (on disk) and tfds (without TensorFlow)."""
+"""Datasets: synthetic3d (embedded), 3DIEBench and image folders (on disk), tfds (without TensorFlow)."""
 
 from typing import Any, NamedTuple
 
-from steerjax.data.sources import ArraySource, DatasetNotFoundError
+from steerjax.data.sources import ArraySource, DatasetNotFoundError, UnreadableImageError
 
-__all__ = ["ArraySource", "DatasetNotFoundError", "Datasets", "get_datasets"]
+__all__ = ["ArraySource", "DatasetNotFoundError", "Datasets", "SOURCES", "UnreadableImageError", "get_datasets"]
+
+# data.name values with their own source; any other name is read as a prepared tfds dataset.
+SOURCES = ("synthetic3d", "3diebench", "folder")
 
 
 class Datasets(NamedTuple):
@@ -16,7 +19,7 @@ class Datasets(NamedTuple):
 
 
 def get_datasets(data_cfg) -> Datasets:
-  """Train and validation sources for `data_cfg.name` ("synthetic3d" | "3diebench" | a tfds name)."""
+  """Train and validation sources for `data_cfg.name` (one of SOURCES, or a tfds name)."""
   name, size = data_cfg.name, data_cfg.image_size
   if name == "synthetic3d":
     from steerjax.data import sources, synthetic3d  # pylint: disable=g-import-not-at-top
@@ -30,6 +33,11 @@ def get_datasets(data_cfg) -> Datasets:
     root, index_dir = data_cfg.get("root") or None, data_cfg.get("index_dir") or None
     return Datasets(iebench.IEBenchSource(root, "train", size, index_dir),
                     iebench.IEBenchSource(root, "val", size, index_dir), iebench.NUM_CLASSES, size, True)
+  if name == "folder":
+    from steerjax.data import folder  # pylint: disable=g-import-not-at-top
+    train, val, classes, _ = folder.folder_datasets(data_cfg.root, size, data_cfg.val_fraction, data_cfg.seed,
+                                                    data_cfg.skip_unreadable)
+    return Datasets(train, val, len(classes), size, False)
   from steerjax.data import tfds_source  # pylint: disable=g-import-not-at-top
   data_dir = data_cfg.get("data_dir") or None
   train = tfds_source.TfdsSource(name, data_cfg.get("train_split", "train"), data_dir, size)

@@ -28,6 +28,7 @@ def _not_found(name: str, split: str, data_dir: str, cause: Exception) -> source
       f"  tfds build {name} --data_dir={data_dir} --file_format=array_record\n"
       f"(ImageNet needs its archives placed in {data_dir}/downloads/manual first), then copy "
       f"or mount that folder here, or set the config key data.data_dir to where it lives.\n"
+      f"(data.name is a tfds name unless it is one of steerjax's own sources: synthetic3d, 3diebench, folder)\n"
       f"(tfds said: {type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''})")
 
 
