@@ -133,13 +133,19 @@ def _main(tmp_path, *overrides):
                         capture_output=True, text=True, timeout=300)
 
 
-def test_cli_bad_folder_is_one_line_exit_2(tmp_path):
+@pytest.mark.parametrize("corrupt", [False, True])
+def test_cli_bad_folder_is_one_line_exit_2(tmp_path, corrupt):
   (tmp_path / "imgs").mkdir()
+  if corrupt:
+    _flat(tmp_path / "imgs", 3)
+    (tmp_path / "imgs" / "broken.png").write_bytes(b"\x89PNG garbage")
   proc = _main(tmp_path, f"--config.data.root={tmp_path / 'imgs'}")
   assert proc.returncode == 2, proc.stderr
-  assert proc.stderr.strip().splitlines()[-1].startswith("error: no images") and "Traceback" not in proc.stderr
+  expected = "error: cannot read image " + str(tmp_path / "imgs" / "broken.png") if corrupt else "error: no images"
+  assert proc.stderr.strip().splitlines()[-1].startswith(expected) and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow  # ~60 s on 2 shared cores, almost all of it compiling
 def test_cli_trains_a_few_steps_on_a_class_folder(tmp_path):
   _class_folders(tmp_path / "imgs", per_class=8)
   proc = _main(tmp_path, f"--config.data.root={tmp_path / 'imgs'}", "--config.data.image_size=16",
