@@ -78,6 +78,22 @@ def test_flat_folder_is_one_unlabeled_class_with_a_seeded_disjoint_holdout(tmp_p
   assert train[0]["image"].shape == (8, 8, 3)
 
 
+def test_exif_orientation_is_applied_and_16_bit_png_is_scaled(tmp_path):
+  image = np.zeros((8, 16, 3), np.uint8)
+  image[:, :4] = 255  # white left quarter of a landscape image
+  exif = Image.Exif()
+  exif[0x0112] = 6  # "rotate 90° clockwise to display"
+  Image.fromarray(image).save(tmp_path / "phone.jpg", exif=exif, quality=95)
+  Image.fromarray(np.full((8, 8), 40000, np.uint16)).save(tmp_path / "deep.png")
+  source = folder.FolderSource([str(tmp_path / "phone.jpg"), str(tmp_path / "deep.png")],
+                               np.zeros(2, np.int32), None)
+  shown = source[0]["image"]
+  assert shown.shape == (16, 8, 3)  # portrait, as a viewer shows it
+  np.testing.assert_allclose(shown[:4].mean(), 255, atol=12)  # the white quarter is now on top
+  np.testing.assert_allclose(shown[6:].mean(), 0, atol=12)
+  np.testing.assert_array_equal(source[1]["image"], np.full((8, 8, 3), 40000 >> 8, np.uint8))
+
+
 def test_missing_and_empty_folders_say_where_they_looked(tmp_path):
   with pytest.raises(data.DatasetNotFoundError, match="is not a folder"):
     folder.index_folder(str(tmp_path / "nope"))
@@ -90,7 +106,7 @@ def test_missing_and_empty_folders_say_where_they_looked(tmp_path):
     folder.index_folder(str(tmp_path))
 
 
-def test_unreadable_file_is_named_or_skipped_and_counted(tmp_path):
+def test_unreadable_file_is_named_or_skipped_and_counted(tmp_path, caplog):
   _flat(tmp_path, 6)
   bad = tmp_path / "img99.jpg"
   bad.write_bytes(b"\xff\xd8 this is not a jpeg")
@@ -98,6 +114,9 @@ def test_unreadable_file_is_named_or_skipped_and_counted(tmp_path):
     folder.index_folder(str(tmp_path))
   paths, _, _, skipped = folder.index_folder(str(tmp_path), skip_unreadable=True)
   assert skipped == [str(bad)] and len(paths) == 6 and str(bad) not in paths
+  train, val, _, _ = folder.folder_datasets(str(tmp_path), 8, 0.5, 0, skip_unreadable=True)
+  assert len(train) + len(val) == 6
+  assert "skipped 1 unreadable of 7 images" in caplog.text and "img99.jpg" in caplog.text
 
 
 def test_truncated_jpeg_fails_at_decode_or_is_replaced(tmp_path):

@@ -3,7 +3,7 @@
   root/CLASS/.../*.jpg|jpeg|png   labels = index of CLASS among the sorted class folder names
   root/*.jpg|jpeg|png             unlabeled: label 0, one class
 
-Images of any size are decoded and resized (shorter side, centre crop) on the host
+Images of any size (EXIF orientation applied, 16-bit PNGs scaled to 8 bits) are decoded and resized (shorter side, centre crop) on the host
 per example, as the other sources do, so mixed sizes are fine and only file paths
 are held in memory. There is no split on disk: a seeded hold-out of `val_fraction`
 of the files is the validation set. Each file's header is checked when the folder
@@ -19,7 +19,7 @@ from concurrent import futures
 
 from absl import logging
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from steerjax.data import sources
 
@@ -107,6 +107,9 @@ class FolderSource:
 
   def _decode(self, path: str) -> np.ndarray:
     with Image.open(path) as im:
+      im = ImageOps.exif_transpose(im)  # cameras store "rotate me" in EXIF; equivariance needs it applied
+      if im.mode == "I" or im.mode.startswith("I;16"):  # 16-bit grey PNG: convert("RGB") would clip it to white
+        return (np.asarray(im) >> 8).astype(np.uint8)
       return np.asarray(im.convert("RGB"))
 
   def __getitem__(self, i: int) -> dict:
