@@ -56,9 +56,12 @@ def base_config() -> ml_collections.ConfigDict:
   # patch_size: side of the ViT/Mixer patches (their feature maps' stride).
   c.model = dict(name="resnet18", width_multiplier=0.25, cifar_stem=True, dtype="float32",
                  patch_size=4)
-  # policy2: BYOL's second (asymmetric) view policy; "" means the same as policy.
+  # policy, policy2: a policy name or a ConfigDict defining one (`augment.get_policy`);
+  # type_safe=False lets a config file assign either. A pair name ("byol") gives view 1 and
+  # view 2 their own policies. policy2: the second view's policy; "" means policy's.
   # size: side of the views the encoder sees; 0 means data.image_size (e.g. 256 stored -> 224).
-  c.augment = dict(policy="simclr_cifar", policy2="", size=0)
+  c.augment = ml_collections.ConfigDict(dict(policy="simclr_cifar", policy2="", size=0),
+                                        type_safe=False)
   c.steerer = dict(name="linear", hidden=512, use_colour=False)
   c.loss = dict(
       temperature=0.5,  # NT-Xent τ of the invariant/task term
@@ -104,6 +107,10 @@ def _fail(key: str, value, allowed) -> None:
   raise ConfigError(f"config.{key}={value!r} is not allowed; expected {allowed}")
 
 
+# Keys that take a name (str) or a ConfigDict; `validate` checks their values.
+_NAME_OR_CONFIG = ("augment.policy", "augment.policy2")
+
+
 def _check_keys(cfg, schema, prefix: str = "") -> None:
   for key in cfg.keys():
     if key not in schema:
@@ -111,6 +118,8 @@ def _check_keys(cfg, schema, prefix: str = "") -> None:
       hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
       raise ConfigError(f"config.{prefix}{key} is not a known key{hint}; known keys: "
                         f"{', '.join(sorted(schema.keys()))}")
+    if f"{prefix}{key}" in _NAME_OR_CONFIG and isinstance(cfg[key], (dict, ml_collections.ConfigDict)):
+      continue
     if isinstance(schema[key], ml_collections.ConfigDict):
       _check_keys(cfg[key], schema[key], f"{prefix}{key}.")
     elif schema[key] is not None and cfg[key] is not None:
@@ -144,10 +153,21 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int = 1) -> None:
     raise ConfigError(f"config.eval.tta_policy: {e}") from None
   if cfg.eval.tta_views < 1:
     _fail("eval.tta_views", cfg.eval.tta_views, "a positive number of views")
+  pairs = {}
   for key in ("policy", "policy2"):
-    name = cfg.augment[key]
-    if isinstance(name, str) and name and name not in policies.POLICY_NAMES:
-      _fail(f"augment.{key}", name, f"one of {', '.join(policies.POLICY_NAMES)}")
+    value = cfg.augment[key]
+    if isinstance(value, str):
+      if value and value not in policies.POLICY_NAMES or not value and key == "policy":
+        _fail(f"augment.{key}", value, f"one of {', '.join(policies.POLICY_NAMES)} or a ConfigDict")
+      pairs[key] = value in policies.PAIR_NAMES
+    else:
+      try:
+        pairs[key] = isinstance(policies.get_policy(value), tuple)
+      except (ValueError, TypeError) as e:
+        raise ConfigError(f"config.augment.{key}: {e}") from None
+  if pairs["policy2"] or (pairs["policy"] and cfg.augment.policy2):
+    _fail("augment.policy2", cfg.augment.policy2,
+          "\"\" when augment.policy is a pair, and never a pair itself (a pair sets both views)")
   positive = {"batch_size": cfg.batch_size, "total_steps": cfg.total_steps,
               "optim.learning_rate": cfg.optim.learning_rate,
               "data.image_size": cfg.data.image_size, "log_every": cfg.log_every,

@@ -225,3 +225,46 @@ def test_resize_batch_is_plain_resize():
   np.testing.assert_allclose(augment.resize_batch(images, 16), images / 255.0, atol=1e-6)
   resized = augment.resize_batch(images, 8)
   np.testing.assert_allclose(resized[1], ref.pil_resized_crop(images[1] / 255.0, 0, 0, 16, 16, 8, 8), atol=2e-5)
+
+
+def _method_config(**augment_cfg):
+  from steerjax import config as config_lib  # pylint: disable=g-import-not-at-top
+  cfg = config_lib.base_config()
+  cfg.method = "simclr"
+  for key, value in augment_cfg.items():
+    cfg.augment[key] = value
+  config_lib.validate(cfg)
+  return cfg
+
+
+def test_byol_pair_name_gives_each_view_its_policy():
+  """policy="byol" once validated and then failed at trace time (get_policy gives a pair)."""
+  from steerjax import methods  # pylint: disable=g-import-not-at-top
+  method = methods.get_method(_method_config(policy="byol"), num_classes=10)
+  assert method.view_policies() == augment.get_policy("byol")
+  assert method.policy() == augment.get_policy("byol_view1")
+  images = np.random.default_rng(0).integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
+  rng = jax.random.PRNGKey(3)
+  v1, p1, v2, p2 = method.two_views({"image": images}, rng)
+  k1, k2 = jax.random.split(rng)
+  for (view, vec), key, name in (((v1, p1), k1, "byol_view1"), ((v2, p2), k2, "byol_view2")):
+    want_view, want_vec = augment.augment_batch(augment.get_policy(name), key, images, method.image_size)
+    np.testing.assert_array_equal(view, want_view)
+    np.testing.assert_array_equal(vec, want_vec)
+
+
+def test_config_dict_policy_is_accepted_and_validated():
+  """The schema once rejected a ConfigDict policy by type."""
+  from steerjax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from steerjax import methods  # pylint: disable=g-import-not-at-top
+  custom = ml_collections.ConfigDict(dict(base="simclr_cifar", crop_scale=(0.5, 1.0)))
+  method = methods.get_method(_method_config(policy=custom), num_classes=10)
+  assert method.policy().crop_scale == (0.5, 1.0) and method.policy().grayscale_p == 0.2
+  with pytest.raises(config_lib.ConfigError, match=r"^config\.augment\.policy: .*'crop_scal'"):
+    _method_config(policy=ml_collections.ConfigDict(dict(base="simclr_cifar", crop_scal=(0.5, 1.0))))
+  with pytest.raises(config_lib.ConfigError, match=r"augment\.policy2='byol'"):
+    _method_config(policy2="byol")
+  with pytest.raises(config_lib.ConfigError, match=r"augment\.policy2='none'.*pair"):
+    _method_config(policy="byol", policy2="none")
+  with pytest.raises(config_lib.ConfigError, match=r"augment\.policy=''.*byol or a ConfigDict"):
+    _method_config(policy="")

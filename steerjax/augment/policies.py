@@ -292,7 +292,8 @@ _NAMED = {
     "none": Policy("none", crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_p=0.0),
 }
 _PAIRS = {"byol": ("byol_view1", "byol_view2")}
-POLICY_NAMES = tuple(_NAMED) + tuple(_PAIRS)
+PAIR_NAMES = tuple(_PAIRS)
+POLICY_NAMES = tuple(_NAMED) + PAIR_NAMES
 CONFIG_KEYS = ("base", "name", "jitter_strength") + tuple(f.name for f in dataclasses.fields(Policy) if f.name != "name")
 
 

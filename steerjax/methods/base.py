@@ -114,8 +114,17 @@ class Method:
     """Side of the views the encoder sees (the stored images may be larger)."""
     return self.config.augment.size or self.config.data.image_size
 
-  def policy(self, which: str = "policy") -> augment.Policy:
-    return augment.get_policy(self.config.augment[which])
+  def view_policies(self) -> tuple[augment.Policy, augment.Policy]:
+    """(view 1, view 2) policies: a pair ("byol") splits; else `augment.policy2` or policy."""
+    first = augment.get_policy(self.config.augment.policy)
+    if isinstance(first, tuple):
+      return first
+    second = self.config.augment.policy2
+    return first, augment.get_policy(second) if second else first
+
+  def policy(self) -> augment.Policy:
+    """View 1's policy: the one single-view methods and evaluators use."""
+    return self.view_policies()[0]
 
   def g_dim(self) -> int:
     """Width of the conditioning vector g for this method's steerer."""
@@ -130,12 +139,12 @@ class Method:
   def two_views(self, batch: Batch, rng: jax.Array) -> tuple[Any, ...]:
     """Two independently augmented views of each image, with their encodings.
 
-    With `augment.policy2` set (BYOL's asymmetric pair), the second view uses it.
+    With an asymmetric pair (BYOL's), each view uses its own policy (`view_policies`).
     """
     k1, k2 = jax.random.split(rng)
-    second = self.config.augment.policy2 or self.config.augment.policy
-    v1, p1 = augment.augment_batch(self.policy(), k1, batch["image"], self.image_size)
-    v2, p2 = augment.augment_batch(augment.get_policy(second), k2, batch["image"], self.image_size)
+    first, second = self.view_policies()
+    v1, p1 = augment.augment_batch(first, k1, batch["image"], self.image_size)
+    v2, p2 = augment.augment_batch(second, k2, batch["image"], self.image_size)
     return v1, p1, v2, p2
 
   def original(self, batch: Batch) -> jax.Array:

@@ -105,14 +105,14 @@ def view_pair(method: Method, batch: Batch, rng: jax.Array, with_params: bool = 
   size = method.image_size
   if method.needs_pairs:
     k1, k2 = jax.random.split(rng)
-    second = augment.get_policy(method.config.augment.policy2 or method.config.augment.policy)
-    v1, _ = augment.augment_batch(method.policy(), k1, batch["image"], size)
+    first, second = method.view_policies()
+    v1, _ = augment.augment_batch(first, k1, batch["image"], size)
     v2, _ = augment.augment_batch(second, k2, batch["image2"], size)
     return v1, v2, {"g": method.pair_transform(batch)}
   if with_params:
     k1, k2 = jax.random.split(rng)
-    second = augment.get_policy(method.config.augment.policy2 or method.config.augment.policy)
-    v1, p1, params1 = augment.augment_batch_with_params(method.policy(), k1, batch["image"], size)
+    first, second = method.view_policies()
+    v1, p1, params1 = augment.augment_batch_with_params(first, k1, batch["image"], size)
     v2, p2, params2 = augment.augment_batch_with_params(second, k2, batch["image"], size)
     return v1, v2, {"p1": p1, "p2": p2, "params1": params1, "params2": params2}
   v1, p1, v2, p2 = method.two_views(batch, rng)

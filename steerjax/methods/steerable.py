@@ -70,8 +70,8 @@ class Steerable(Method):
 
   def make_inputs(self, batch, rng):
     k1, k2 = jax.random.split(rng)
-    second = augment.get_policy(self.config.augment.policy2 or self.config.augment.policy)
-    v1, g1 = augment.augment_batch(self.policy(), k1, batch["image"], self.image_size)
+    first, second = self.view_policies()
+    v1, g1 = augment.augment_batch(first, k1, batch["image"], self.image_size)
     v2, g2 = augment.augment_batch(second, k2, batch["image2" if self.needs_pairs else "image"],
                                    self.image_size)
     return {"x0": self.original(batch), "view1": v1, "view2": v2, "g1": g1, "g2": g2,
