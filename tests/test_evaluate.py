@@ -174,3 +174,19 @@ def test_transfer_probes_run_on_prepared_sets_and_skip_absent_ones(trained, tmp_
   finally:
     with cfg.unlocked():
       cfg.data.data_dir, cfg.eval.transfer_datasets = "", ()
+
+
+def test_streamed_features_equal_embedding_the_whole_split(trained):
+  """Chunked, padded streaming gives each example its own embedding, in index order, with its
+  labels; a chunk size that does not divide the split exercises the padded last chunk."""
+  cfg, workdir, run, _ = trained
+  ctx = _context(run, workdir)
+  ctx.run = dataclasses.replace(run, config=cfg.copy_and_resolve_references())
+  ctx.run.config.eval.batch_size = 13
+  val = ctx.images("val")
+  streamed = ctx.split_arrays("val")
+  np.testing.assert_allclose(streamed["features"], ctx.embed(val["image"]), rtol=1e-4, atol=1e-5)
+  np.testing.assert_array_equal(streamed["label"], val["label"])
+  assert "image" not in streamed
+  subset = ctx.subset("val", 5)
+  np.testing.assert_array_equal(subset["image"], val["image"][:5])

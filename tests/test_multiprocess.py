@@ -1,6 +1,8 @@
 """Two real JAX processes on this machine (gloo collectives) train like one process."""
 
+import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -52,3 +54,28 @@ def test_two_processes_match_one(tmp_path):
   assert multi.keys() == one.keys()
   for key in one:
     np.testing.assert_allclose(multi[key], one[key], rtol=2e-4, atol=2e-5, err_msg=str(key))
+
+
+@pytest.mark.slow  # ~2 min on 2 cores: one training run, then 2 evaluating processes
+def test_two_process_evaluation_reports_what_one_does(tmp_path):
+  """Each process streams its share of every split; the gathered report equals one process's."""
+  env = _env(JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo")
+  evaluate = ["--config.eval.evaluators=['linear_probe','knn','rotation_r2']",
+              "--config.eval.probe_epochs=5", "--config.eval.r2_steps=20", "--config.eval.batch_size=24"]
+  single = subprocess.run(_main(tmp_path / "single", *evaluate), cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+  assert single.returncode == 0, single.stderr[-2000:]
+  shutil.copytree(tmp_path / "single", tmp_path / "multi", ignore=shutil.ignore_patterns("report*"))
+  address = f"127.0.0.1:{_free_port()}"
+  procs = [subprocess.Popen(_main(tmp_path / "multi", *evaluate, "--eval_only", "--coordinator_address", address,
+                                  "--num_processes", "2", "--process_id", str(i)),
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True) for i in range(2)]
+  for p in procs:
+    _, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err[-2000:]
+  reports = [json.load(open(tmp_path / d / "report.json")) for d in ("single", "multi")]
+  assert {"linear_probe_top1", "knn_top1", "rotation_r2_all"} <= reports[0].keys() == reports[1].keys()
+  for key, value in reports[0].items():
+    if "seconds" not in key and "per_image" not in key:
+      np.testing.assert_allclose(reports[1][key], value, rtol=1e-3, atol=1e-4, err_msg=key)

@@ -1,13 +1,18 @@
 """What every evaluator shares: its declaration, the 'does not apply' signal, and the Context.
 
-The Context holds a trained run and caches what several evaluators reuse (split arrays,
-features, the linear-probe head), so each split is embedded once per report.
+The Context holds a trained run and caches what several evaluators reuse (features, labels,
+the linear-probe head), so each split is embedded once per report. Whole splits are *streamed*:
+read in `eval.batch_size` chunks, each process its contiguous share, resized and embedded in one
+jit whose input is sharded over the process's devices, keeping only features and the small
+arrays (labels, latents, ids). Host memory grows with N·d, never with N·H·W·3; the shares are
+gathered so every process reports the same numbers.
 """
 
 import dataclasses
 from typing import Any, Callable
 
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 
@@ -47,6 +52,12 @@ class Context:
   variables: Any
   random_variables: Any
   _cache: dict = dataclasses.field(default_factory=dict)
+
+  def __post_init__(self):
+    # Evaluation runs on each process's own devices: the replicated training variables become
+    # host copies, so no evaluator's jit mixes global-mesh arguments with local batches.
+    self.variables, self.random_variables = (
+        jax.tree.map(_host_copy, v) for v in (self.variables, self.random_variables))
 
   @property
   def config(self):
@@ -92,17 +103,61 @@ class Context:
     return np.sort(np.random.default_rng(self.config.seed).choice(n, cap, replace=False))
 
   def images(self, split: str) -> dict[str, np.ndarray]:
-    """The split's arrays, capped at `eval.max_examples` (a fixed, seeded subset)."""
+    """The split's arrays, images included, capped at `eval.max_examples` (a fixed, seeded
+    subset). Only for evaluators that need pixels of a whole capped split; features and labels
+    come from `split_arrays`, which streams."""
     key = ("images", split)
     if key not in self._cache:
       source = getattr(self.run.datasets, split)
-      idx = self._cap(len(source))
-      if hasattr(source, "take"):
-        self._cache[key] = source.take(idx)
-      else:
-        examples = [source[int(i)] for i in idx]
-        self._cache[key] = {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+      self._cache[key] = read(source, self._cap(len(source)))
     return self._cache[key]
+
+  def subset(self, split: str, n: int) -> dict[str, np.ndarray]:
+    """The first `n` examples of the capped split, reading only those."""
+    source = getattr(self.run.datasets, split)
+    return read(source, self._cap(len(source))[:n])
+
+  def stream(self, source, indices: np.ndarray, variables) -> dict[str, np.ndarray]:
+    """Embeds `source[indices]` chunk by chunk: {"features": [N, d], non-image arrays...}.
+
+    Process p embeds the p-th contiguous share (padded so every process runs the same number
+    of equal-shape chunks), then the shares are gathered in index order.
+    """
+    count, index = jax.process_count(), jax.process_index()
+    share = -(-len(indices) // count)
+    mine = indices[index * share:(index + 1) * share]
+    mine = np.concatenate([mine, np.repeat(indices[-1:], share - len(mine))])  # equal shares
+    devices = jax.local_devices()
+    bs = -(-min(self.config.eval.batch_size, share) // len(devices)) * len(devices)
+    sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(devices, ("data",)),
+                                          jax.sharding.PartitionSpec("data"))
+    size, embed = self.image_size, self.fns.embed
+    fn = self.cached(("stream_embed", sharding), lambda: jax.jit(
+        lambda v, x: embed(v, augment.resize_batch(x, size)), out_shardings=sharding))
+    parts = []
+    for start in range(0, share, bs):
+      chunk = mine[start:start + bs]
+      batch = read(source, np.concatenate([chunk, np.repeat(chunk[-1:], bs - len(chunk))]))
+      images = jax.device_put(batch.pop("image"), sharding)
+      feats = np.asarray(fn(variables, images))[: len(chunk)]
+      parts.append({"features": feats, **{k: v[: len(chunk)] for k, v in batch.items()}})
+    local = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    if count > 1:
+      local = {k: np.asarray(multihost_utils.process_allgather(v, tiled=True))
+               for k, v in local.items()}
+    return {k: v[: len(indices)] for k, v in local.items()}
+
+  def split_arrays(self, split: str, random_init: bool = False) -> dict[str, np.ndarray]:
+    """Streamed features of the capped split plus its non-image arrays (label, latent, ...)."""
+    key = ("stream", split, random_init)
+    if key not in self._cache:
+      source = getattr(self.run.datasets, split)
+      variables = self.random_variables if random_init else self.variables
+      self._cache[key] = self.stream(source, self._cap(len(source)), variables)
+    return self._cache[key]
+
+  def features(self, split: str, random_init: bool = False) -> np.ndarray:
+    return self.split_arrays(split, random_init)["features"]
 
   def view_pairs(self, split: str, num_objects: int) -> dict[str, np.ndarray]:
     """Two distinct rendered views of up to `num_objects` objects, drawn as training draws them
@@ -118,8 +173,9 @@ class Context:
       self._cache[key] = loader.batch(0)
     return self._cache[key]
 
-  def tfds_examples(self, name: str, split: str) -> dict[str, np.ndarray] | None:
-    """Up to `eval.max_examples` examples of a prepared tfds dataset; None when it is absent."""
+  def tfds_arrays(self, name: str, split: str) -> dict[str, np.ndarray] | None:
+    """Streamed features and labels of up to `eval.max_examples` examples of a prepared tfds
+    dataset; None when it is absent."""
     key = ("tfds", name, split)
     if key not in self._cache:
       try:
@@ -129,9 +185,17 @@ class Context:
         self._cache[key] = None
       else:
         n = min(len(source), self.config.eval.max_examples or len(source))
-        examples = [source[i] for i in range(n)]
-        self._cache[key] = {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+        self._cache[key] = self.stream(source, np.arange(n), self.variables)
     return self._cache[key]
+
+  def tfds_images(self, name: str, split: str, n: int) -> dict[str, np.ndarray] | None:
+    """The first `n` examples (images included) of a prepared tfds dataset; None when absent."""
+    try:
+      source = tfds_source.TfdsSource(name, split, self.config.data.data_dir or None,
+                                      self.config.data.image_size)
+    except data.DatasetNotFoundError:
+      return None
+    return read(source, np.arange(min(n, len(source))))
 
   def floats(self, images_uint8: np.ndarray) -> np.ndarray:
     return np.asarray(augment.resize_batch(jnp.asarray(images_uint8), self.image_size))
@@ -140,27 +204,32 @@ class Context:
     return self.batched(self.fns.embed, self.variables if variables is None else variables,
                         self.floats(images_uint8))
 
-  def features(self, split: str, random_init: bool = False) -> np.ndarray:
-    key = ("features", split, random_init)
-    if key not in self._cache:
-      variables = self.random_variables if random_init else self.variables
-      self._cache[key] = self.embed(self.images(split)["image"], variables)
-    return self._cache[key]
-
   def probe(self, random_init: bool = False) -> dict:
     key = ("probe", random_init)
     if key not in self._cache:
       e = self.config.eval
       self._cache[key] = probes.linear_probe(
-          self.features("train", random_init), self.images("train")["label"],
-          self.features("val", random_init), self.images("val")["label"],
+          self.features("train", random_init), self.split_arrays("train")["label"],
+          self.features("val", random_init), self.split_arrays("val")["label"],
           self.run.datasets.num_classes, epochs=e.probe_epochs, batch_size=e.probe_batch_size,
           lr=e.probe_lr, optimizer=e.probe_optimizer, seed=self.config.seed)
     return self._cache[key]
 
-  def subset(self, split: str, n: int) -> dict[str, np.ndarray]:
-    return {k: v[:n] for k, v in self.images(split).items()}
-
   def require_steerer(self) -> None:
     if self.fns.steer is None:
       raise NotApplicable(f"method {self.config.method} has no steerer or predictor")
+
+
+def read(source, indices: np.ndarray) -> dict[str, np.ndarray]:
+  """`source[indices]` as stacked arrays (one `take` where the source has it)."""
+  if hasattr(source, "take"):
+    return source.take(np.asarray(indices))
+  examples = [source[int(i)] for i in indices]
+  return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+
+
+def _host_copy(x):
+  """A replicated (possibly multi-process) array as NumPy, from this process's first shard."""
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    return np.asarray(x.addressable_data(0))
+  return x

@@ -5,7 +5,7 @@ from steerjax.metrics import probes
 
 
 def run(ctx: base.Context) -> dict:
-  labels = ctx.images("train")["label"], ctx.images("val")["label"]
+  labels = ctx.split_arrays("train")["label"], ctx.split_arrays("val")["label"]
   out = probes.knn_accuracy(ctx.features("train"), labels[0], ctx.features("val"), labels[1],
                             ctx.run.datasets.num_classes, k=ctx.config.eval.knn_k)
   return {"knn_top1": out["top1"], "knn_top5": out["top5"]}

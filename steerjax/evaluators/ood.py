@@ -47,10 +47,10 @@ def run(ctx: base.Context) -> dict:
       out[f"ood_auc_{mode}_mean"] = mean
   # Prepared tfds out-of-distribution sets (e.g. cifar10_corrupted/gaussian_noise_3), when present.
   for name in e.ood_datasets:
-    other = ctx.tfds_examples(name, e.ood_split)
+    other = ctx.tfds_images(name, e.ood_split, e.tta_examples)
     if other is None:
       continue
-    probs = tta_eval.view_probabilities(ctx, other["image"][: e.tta_examples])
+    probs = tta_eval.view_probabilities(ctx, other["image"])
     for (score, mode), v in _aucs(clean, probs).items():
       out[f"ood_auc_{score}_{mode}_{name.replace('/', '_')}"] = v
   return out

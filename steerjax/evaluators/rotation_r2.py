@@ -19,12 +19,13 @@ def _partner_view(object_id: np.ndarray, anchors: np.ndarray, rng) -> np.ndarray
 
 
 def run(ctx: base.Context) -> dict:
-  if "latent" not in ctx.images("val"):
+  if "latent" not in ctx.split_arrays("val"):
     raise base.NotApplicable("the dataset has no rendered latents (rotation, lighting)")
   e, rng = ctx.config.eval, np.random.default_rng(ctx.config.seed)
   data = {}
   for split in ("train", "val"):
-    arrays, feats = ctx.images(split), ctx.features(split)
+    arrays = ctx.split_arrays(split)
+    feats = arrays["features"]
     a, b = rng.permutation(len(feats)), rng.permutation(len(feats))
     # Two views of the same object where the split has several, else any two images.
     if "object_id" in arrays:

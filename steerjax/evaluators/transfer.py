@@ -9,12 +9,12 @@ def run(ctx: base.Context) -> dict:
   if not e.transfer_datasets:
     raise base.NotApplicable("eval.transfer_datasets is empty")
   for name in e.transfer_datasets:
-    train = ctx.tfds_examples(name, "train")
-    test = ctx.tfds_examples(name, "test") or ctx.tfds_examples(name, "validation")
+    train = ctx.tfds_arrays(name, "train")
+    test = ctx.tfds_arrays(name, "test") or ctx.tfds_arrays(name, "validation")
     if train is None or test is None:
       missing.append(name)
       continue
-    feats = [ctx.embed(d["image"]) for d in (train, test)]
+    feats = [d["features"] for d in (train, test)]
     num_classes = int(max(train["label"].max(), test["label"].max())) + 1
     result = probes.linear_probe(feats[0], train["label"], feats[1], test["label"], num_classes,
                                  epochs=e.probe_epochs, batch_size=e.probe_batch_size,
