@@ -111,6 +111,17 @@ def seeded(setting: str, config: str, overrides: Sequence[str], seeds: int) -> l
   return [Member(setting, config, tuple(overrides), seed) for seed in range(seeds)]
 
 
+def config_members(configs: Sequence[tuple[str, str]], cpu: Sequence[str] = ()) -> Callable:
+  """`members(scale, seeds)` for a study whose settings are (name, paper config) pairs."""
+  def members(scale: str, seeds: int) -> list[Member]:
+    out = []
+    for setting, config in configs:
+      spec, overrides = scaled(config, scale, cpu)
+      out += seeded(setting, spec, overrides, seeds)
+    return out
+  return members
+
+
 def summary(values: Sequence[float]) -> dict:
   """mean ± spread (sample standard deviation; 0 for one seed) over the finished seeds."""
   v = np.asarray(values, np.float64)

@@ -1,19 +1,14 @@
 """EquiMod (Devillers & Lefort, ICLR 2023): SimCLR and BYOL with and without the equivariant
 module on the same budget; their headline is the linear-probe top-1."""
 
-from steerjax.studies.base import Comparison, Study, scaled, seeded
+from steerjax.studies.base import Comparison, Study, config_members
 
 CONFIGS = (("SimCLR", "simclr_cifar10"), ("SimCLR+EquiMod", "equimod_simclr_cifar10"),
            ("BYOL", "byol_cifar10"), ("BYOL+EquiMod", "equimod_byol_cifar10"))
 CPU = ("total_steps=150", 'eval.evaluators=("linear_probe","knn","steering")')
 
 
-def members(scale, seeds):
-  out = []
-  for setting, config in CONFIGS:
-    spec, overrides = scaled(config, scale, CPU)
-    out += seeded(setting, spec, overrides, seeds)
-  return out
+members = config_members(CONFIGS, CPU)
 
 
 STUDY = Study(

@@ -1,7 +1,7 @@
 """SIE (Garrido et al., ICML 2023, Table 1): invariant baselines, EquiMod variants and SIE on
 two rendered views of one object (synthetic3d pairs; 3DIEBench when `data.root` is set)."""
 
-from steerjax.studies.base import Comparison, Study, scaled, seeded
+from steerjax.studies.base import Comparison, Study, config_members
 
 CONFIGS = (("VICReg", "vicreg_3diebench"), ("SimCLR", "simclr_3diebench"),
            ("SimCLR+AugSelf", "augself_3diebench"), ("EquiMod", "equimod_3diebench"),
@@ -10,12 +10,7 @@ CONFIGS = (("VICReg", "vicreg_3diebench"), ("SimCLR", "simclr_3diebench"),
 CPU = ("total_steps=300", 'eval.evaluators=("linear_probe","sie_retrieval","rotation_r2")')
 
 
-def members(scale, seeds):
-  out = []
-  for setting, config in CONFIGS:
-    spec, overrides = scaled(config, scale, CPU)
-    out += seeded(setting, spec, overrides, seeds)
-  return out
+members = config_members(CONFIGS, CPU)
 
 
 _R2 = "R² of the relative rotation from the whole representation"
