@@ -15,7 +15,7 @@ def get_config(arg=None):
   c = config_lib.base_config()
   c.method = "equimod_byol"
   presets.cifar10(c)
-  c.augment.policy, c.augment.policy2 = "byol_view1", "byol_view2"  # BYOL's asymmetric pair (DESIGN.md §4)
+  c.augment.policy, c.augment.policy2 = "byol_view1", "byol_view2"  # BYOL's asymmetric pair (steerjax/design.md §4)
   c.head.proj_layers, c.head.proj_hidden, c.head.proj_dim = 1, 4096, 256  # model: proj_head_inv h->4096->256, run: --z_dim=256
   c.head.proj_output = "linear_bias"  # model: the MLP ends with a Linear with bias
   c.head.pred_hidden = 4096  # model: predictor_inv 256->4096->256

@@ -16,9 +16,9 @@ def get_config(arg=None):
   c = config_lib.base_config()
   c.method = "equimod_simclr"
   presets.cifar10(c)
-  c.augment.policy = "simclr_cifar"  # paper: SimCLR's CIFAR augmentations (DESIGN.md §4)
+  c.augment.policy = "simclr_cifar"  # paper: SimCLR's CIFAR augmentations (steerjax/design.md §4)
   c.head.proj_layers, c.head.proj_hidden, c.head.proj_dim = 2, 2048, 128  # h->2048->2048->128, run: --z_dim=128
-  c.head.proj_output = "bn"  # last BN without affine (DESIGN.md §5)
+  c.head.proj_output = "bn"  # last BN without affine (steerjax/design.md §5)
   c.head.equi_layers, c.head.equi_hidden, c.head.equi_dim = 2, 2048, 128  # run: --proj_head_eq_layers="2048-2048-", --y_dim=128
   c.loss.temperature = 0.5  # run: --temperature_z=0.5
   c.loss.equi_temperature = 0.2  # run: --temperature_y=0.2

@@ -15,7 +15,7 @@ def get_config(arg=None):
   c = config_lib.base_config()
   c.method = "equimod_simclr"
   presets.imagenet(c)
-  c.augment.policy = "simclr_imagenet"  # SimCLR's ImageNet augmentations (DESIGN.md §4)
+  c.augment.policy = "simclr_imagenet"  # SimCLR's ImageNet augmentations (steerjax/design.md §4)
   c.head.proj_layers, c.head.proj_hidden, c.head.proj_dim = 2, 2048, 128  # run: --z_dim=128
   c.head.proj_output = "bn"
   c.head.equi_layers, c.head.equi_hidden, c.head.equi_dim = 2, 2048, 128  # run: --proj_head_eq_layers="2048-2048-", --y_dim=128

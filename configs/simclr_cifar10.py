@@ -15,7 +15,7 @@ def get_config(arg=None):
   c = config_lib.base_config()
   c.method = "simclr"
   presets.cifar10(c)
-  c.augment.policy = "simclr_cifar"  # DESIGN.md §4
+  c.augment.policy = "simclr_cifar"  # steerjax/design.md §4
   c.head.proj_layers, c.head.proj_hidden, c.head.proj_dim = 2, 2048, 128  # run: --z_dim=128, h->2048->2048->128
   c.head.proj_output = "bn"  # last BN without affine
   c.loss.temperature = 0.5  # run: --temperature_z=0.5

@@ -3,11 +3,11 @@
     python -m steerjax.main --config configs/steerable_cifar10.py --workdir runs/steerable_cifar10
     python -m steerjax.main --config configs/steerable_cifar10.py:smoke --workdir /tmp/smoke  # CPU, ~1 min
 
-The paper's training recipe and steerer parameterisation are not public (DESIGN.md §5). We
+The paper's training recipe and steerer parameterisation are not public (steerjax/design.md §5). We
 train like EquiMod's SimCLR on CIFAR10 (run = ADevillers/EquiMod
 run_equimod_simclr_cifar10.slurm) so the rows compare on equal terms, and add the steering
 term λ·‖f(g·x) − ρ(g) f(x)‖² / ‖f(g·x)‖² with a linear steerer ρ(g) = I + Σ_k g_k A_k on the
-512-d representation, g the standardised augmentation parameters (DESIGN.md §4).
+512-d representation, g the standardised augmentation parameters (steerjax/design.md §4).
 """
 
 from steerjax import config as config_lib
@@ -20,7 +20,7 @@ def get_config(arg=None):
   c.task = "simclr"
   presets.cifar10(c)
   c.augment.policy = "simclr_cifar"
-  c.steerer.name = "linear"  # DESIGN.md §5: linear in g, ρ = I at init
+  c.steerer.name = "linear"  # steerjax/design.md §5: linear in g, ρ = I at init
   c.head.proj_hidden, c.head.proj_dim = 2048, 128  # SimCLR projector width (run: --z_dim=128)
   c.loss.temperature = 0.5  # run: --temperature_z=0.5
   c.loss.steer_weight = 1.0  # λ; the paper's value is not public

@@ -3,7 +3,7 @@
     python -m steerjax.main --config configs/steerable_imagenet.py --workdir gs://BUCKET/steerable_imagenet
     python -m steerjax.main --config configs/steerable_imagenet.py:smoke --workdir /tmp/smoke  # CPU, ~1 min
 
-The paper's recipe is not public (DESIGN.md §5); we train like EquiMod's SimCLR on ImageNet
+The paper's recipe is not public (steerjax/design.md §5); we train like EquiMod's SimCLR on ImageNet
 (run = ADevillers/EquiMod run_equimod_simclr_imagenet.slurm) and add the steering term with a
 linear steerer on the 2048-d ResNet-50 representation.
 """

@@ -3,7 +3,7 @@
 All batch reductions are over the full arrays passed in. Under `jax.jit` with
 the batch axis sharded over a device mesh these are global reductions (XLA
 inserts the collectives), so values and gradients do not depend on the device
-count. Conventions follow the official PyTorch code (DESIGN.md section 5).
+count. Conventions follow the official PyTorch code (steerjax/design.md §5).
 """
 
 import jax

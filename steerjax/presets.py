@@ -108,7 +108,7 @@ def lars(c: ml_collections.ConfigDict, epochs: int, num_train: int, batch_size: 
   return c
 
 
-IEBENCH_TRAIN_OBJECTS = 41_920  # DESIGN.md §6; SIE's loader draws one pair per object per epoch
+IEBENCH_TRAIN_OBJECTS = 41_920  # steerjax/design.md §6; SIE's loader draws one pair per object per epoch
 
 
 def iebench(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -1,4 +1,4 @@
-"""Equivariance metrics on embeddings (DESIGN.md sections 5 and 7).
+"""Equivariance metrics on embeddings (steerjax/design.md §5 and §7).
 
 All functions take arrays of embeddings (and, where needed, a prediction
 callable) and return Python floats or dicts of floats.

@@ -1,4 +1,4 @@
-"""How equivariant has a network *learned* to be, layer by layer (DESIGN.md section 7).
+"""How equivariant has a network *learned* to be, layer by layer (steerjax/design.md §7).
 
 Two measures on a feature function `features_fn(images [B,H,W,3]) -> {name:
 array}` whose values are feature maps [B, h, w, c] (stride `strides[name]`
