@@ -10,6 +10,7 @@ import pytest
 from steerjax import config as config_lib
 from steerjax import evaluators
 from steerjax import train
+from steerjax.data.loader import read_pairs
 from steerjax.evaluators import steering as steering_eval
 from steerjax.evaluators import transfer as transfer_eval
 from steerjax.evaluators import tta as tta_eval
@@ -122,6 +123,29 @@ def test_evaluation_uses_inference_mode_batchnorm(trained):
                              rtol=1e-5, atol=1e-6)
 
 
+def test_augment_steering_matches_direct_computation_at_any_chunking(trained):
+  """Streamed steering: each example's augmentation from its own key, so a chunk size that
+  does not divide the split gives the figures of computing everything at once."""
+  cfg, workdir, run, _ = trained
+  ctx = _context(run, workdir)
+  ctx.run = dataclasses.replace(run, config=cfg.copy_and_resolve_references())
+  ctx.run.config.eval.batch_size = 13
+  streamed = steering_eval.run(ctx)
+  policy, model, v = run.method.policy(), run.model, ctx.variables
+  images = ctx.images("val")["image"]
+  key = jax.random.PRNGKey(cfg.seed + 7)
+  params = jax.vmap(lambda i: policy.sample(jax.random.fold_in(key, i), images.shape[1:3]))(
+      np.arange(len(images)))
+  views = jax.vmap(lambda im, p: policy.apply(im, p, ctx.image_size))(images / 255.0, params)
+  z = model.apply(v, ctx.floats(images), method="steer_embed")
+  z_t = model.apply(v, views, method="steer_embed")
+  z_p = model.apply(v, z, policy.encode(params), method="steer")
+  assert streamed["steering_error"] == pytest.approx(
+      float(equivariance.steering_error(z, z_t, z_p)), rel=1e-4)
+  assert streamed["steering_cosine"] == pytest.approx(
+      float(equivariance.steering_cosine(z_t, z_p)), rel=1e-5)
+
+
 def test_every_evaluator_on_sie_including_steering(sie):
   _, workdir, _, report = sie
   for key in ("steering_error", "steering_cosine", "sie_mrr", "sie_random_init_mrr", "sie_pre",
@@ -135,8 +159,9 @@ def test_pairs_steering_error_matches_an_independent_computation(sie):
   """Steering for pairs methods: held-out view pairs, g the rendered transformation."""
   _, workdir, run, report = sie
   ctx = _context(run, workdir)
-  pairs = ctx.view_pairs("val", ctx.config.eval.max_examples)
-  assert not np.array_equal(pairs["view_id"], pairs["view_id2"]) or len(pairs["view_id"]) == 0
+  indices, _ = ctx.view_pairs("val", ctx.config.eval.max_examples)
+  pairs = read_pairs(run.datasets.val.take, indices)
+  assert len(indices) and np.all(pairs["view_id"] != pairs["view_id2"])
   model, v = run.model, ctx.variables
   z = model.apply(v, ctx.floats(pairs["image"]), method="steer_embed")
   z_t = model.apply(v, ctx.floats(pairs["image2"]), method="steer_embed")

@@ -17,6 +17,15 @@ import numpy as np
 from steerjax.data import rotations
 
 
+def read_pairs(read, indices: np.ndarray) -> dict:
+  """The view pairs `indices` [B, 2], `read(example indices)` giving stacked arrays: view 1's
+  arrays, `image2`/`latent2`/`view_id2` of view 2, and `transform` from view 1 to view 2."""
+  first, second = read(indices[:, 0]), read(indices[:, 1])
+  out = dict(first, image2=second["image"], latent2=second["latent"], view_id2=second["view_id"])
+  out["transform"] = rotations.relative_transform(first["latent"], second["latent"])
+  return out
+
+
 class Loader:
   """See the module docstring; `batch(step)` is this process's part of the global batch."""
 
@@ -76,12 +85,7 @@ class Loader:
   def batch(self, step: int) -> dict:
     """NumPy batch of this process (see the contract for the keys)."""
     indices = self.local_indices(step)
-    if not self.pairs:
-      return self._read(indices)
-    first, second = self._read(indices[:, 0]), self._read(indices[:, 1])
-    out = dict(first, image2=second["image"], latent2=second["latent"], view_id2=second["view_id"])
-    out["transform"] = rotations.relative_transform(first["latent"], second["latent"])
-    return out
+    return read_pairs(self._read, indices) if self.pairs else self._read(indices)
 
   def iterate(self, start_step: int = 0, num_steps: int | None = None):
     """Yields (step, batch) from start_step on, `prefetch` batches assembled ahead in threads."""

@@ -20,7 +20,7 @@ from steerjax import augment
 from steerjax import data
 from steerjax import train as train_lib
 from steerjax.data import tfds_source
-from steerjax.data.loader import Loader
+from steerjax.data.loader import Loader, read_pairs
 from steerjax.methods.base import EvalFunctions
 from steerjax.metrics import probes
 
@@ -96,6 +96,10 @@ class Context:
       outs.append(jax.tree.map(lambda o: np.asarray(o)[: bs - pad], jitted(variables, *chunk)))
     return jax.tree.map(lambda *o: np.concatenate(o), *outs)
 
+  def capped_indices(self, split: str) -> np.ndarray:
+    """The split's examples evaluation uses: all, or a fixed seeded `eval.max_examples` subset."""
+    return self._cap(len(getattr(self.run.datasets, split)))
+
   def _cap(self, n: int) -> np.ndarray:
     cap = self.config.eval.max_examples
     if not cap or n <= cap:
@@ -118,34 +122,47 @@ class Context:
     return read(source, self._cap(len(source))[:n])
 
   def stream(self, source, indices: np.ndarray, variables) -> dict[str, np.ndarray]:
-    """Embeds `source[indices]` chunk by chunk: {"features": [N, d], non-image arrays...}.
+    """Embeds `source[indices]` chunk by chunk: {"features": [N, d], non-image arrays...}."""
+    size, embed = self.image_size, self.fns.embed
+    compute = self.cached("embed_compute", lambda: lambda v, index, image: {
+        "features": embed(v, augment.resize_batch(image, size))})
+    return self.stream_compute(lambda rows: read(source, indices[rows]), len(indices), compute,
+                               variables)
 
-    Process p embeds the p-th contiguous share (padded so every process runs the same number
-    of equal-shape chunks), then the shares are gathered in index order.
+  def stream_compute(self, read_rows: Callable[[np.ndarray], dict], n: int, compute: Callable,
+                     variables, device_keys: tuple[str, ...] = ("image",)) -> dict[str, np.ndarray]:
+    """Streams rows 0..n-1 through `compute`, keeping only its outputs and the small arrays.
+
+    `read_rows(rows)` returns those rows' arrays; the `device_keys` ones go to the devices and
+    `compute(variables, index, **them)` (jitted, input sharded over this process's devices,
+    `index` the rows, for per-example keys) returns a dict of [B, ...] outputs. The other arrays
+    stay on the host. Process p streams the p-th contiguous share (padded so every process runs
+    the same number of equal-shape chunks); the shares are gathered in row order.
     """
     count, index = jax.process_count(), jax.process_index()
-    share = -(-len(indices) // count)
-    mine = indices[index * share:(index + 1) * share]
-    mine = np.concatenate([mine, np.repeat(indices[-1:], share - len(mine))])  # equal shares
+    share = -(-n // count)
+    mine = np.arange(index * share, min((index + 1) * share, n))
+    mine = np.concatenate([mine, np.full(share - len(mine), n - 1)])  # equal shares
     devices = jax.local_devices()
     bs = -(-min(self.config.eval.batch_size, share) // len(devices)) * len(devices)
     sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(devices, ("data",)),
                                           jax.sharding.PartitionSpec("data"))
-    size, embed = self.image_size, self.fns.embed
-    fn = self.cached(("stream_embed", sharding), lambda: jax.jit(
-        lambda v, x: embed(v, augment.resize_batch(x, size)), out_shardings=sharding))
+    fn = self.cached(("stream", compute, sharding),
+                     lambda: jax.jit(compute, out_shardings=sharding))
     parts = []
     for start in range(0, share, bs):
       chunk = mine[start:start + bs]
-      batch = read(source, np.concatenate([chunk, np.repeat(chunk[-1:], bs - len(chunk))]))
-      images = jax.device_put(batch.pop("image"), sharding)
-      feats = np.asarray(fn(variables, images))[: len(chunk)]
-      parts.append({"features": feats, **{k: v[: len(chunk)] for k, v in batch.items()}})
+      rows = np.concatenate([chunk, np.repeat(chunk[-1:], bs - len(chunk))])
+      batch = read_rows(rows)
+      on_device = {k: jax.device_put(batch.pop(k), sharding) for k in device_keys}
+      out = fn(variables, jax.device_put(rows.astype(np.int32), sharding), **on_device)
+      parts.append({**{k: np.asarray(v)[: len(chunk)] for k, v in out.items()},
+                    **{k: v[: len(chunk)] for k, v in batch.items()}})
     local = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     if count > 1:
       local = {k: np.asarray(multihost_utils.process_allgather(v, tiled=True))
                for k, v in local.items()}
-    return {k: v[: len(indices)] for k, v in local.items()}
+    return {k: v[:n] for k, v in local.items()}
 
   def split_arrays(self, split: str, random_init: bool = False) -> dict[str, np.ndarray]:
     """Streamed features of the capped split plus its non-image arrays (label, latent, ...)."""
@@ -159,19 +176,17 @@ class Context:
   def features(self, split: str, random_init: bool = False) -> np.ndarray:
     return self.split_arrays(split, random_init)["features"]
 
-  def view_pairs(self, split: str, num_objects: int) -> dict[str, np.ndarray]:
-    """Two distinct rendered views of up to `num_objects` objects, drawn as training draws them
-    (`image`, `image2`, `transform` from view 1 to view 2); needs a multi-view split."""
-    key = ("pairs", split, num_objects)
-    if key not in self._cache:
-      source = getattr(self.run.datasets, split)
-      if not getattr(source, "has_views", False):
-        raise NotApplicable(f"the {split} split has no rendered views of one object")
-      batch = min(num_objects, len(source.object_table()))
-      loader = Loader(source, batch, seed=self.config.seed + 7, pairs=True, process_index=0,
-                      process_count=1, prefetch=0)
-      self._cache[key] = loader.batch(0)
-    return self._cache[key]
+  def view_pairs(self, split: str, num_objects: int) -> tuple[np.ndarray, Callable]:
+    """Two distinct rendered views of up to `num_objects` objects, drawn as training draws them:
+    (their [n, 2] example indices, `read_rows(rows)` -> `image`, `image2`, `transform` from view 1
+    to view 2, ... of those rows). Needs a multi-view split."""
+    source = getattr(self.run.datasets, split)
+    if not getattr(source, "has_views", False):
+      raise NotApplicable(f"the {split} split has no rendered views of one object")
+    batch = min(num_objects, len(source.object_table()))
+    indices = Loader(source, batch, seed=self.config.seed + 7, pairs=True, process_index=0,
+                     process_count=1, prefetch=0).global_indices(0)
+    return indices, lambda rows: read_pairs(lambda i: read(source, i), indices[rows])
 
   def tfds_arrays(self, name: str, split: str) -> dict[str, np.ndarray] | None:
     """Streamed features and labels of up to `eval.max_examples` examples of a prepared tfds

@@ -7,6 +7,7 @@ Also the MRR of a randomly initialised model: with V views per object, chance is
 import jax.numpy as jnp
 import numpy as np
 
+from steerjax import augment
 from steerjax.data import rotations
 from steerjax.evaluators import base
 from steerjax.metrics import equivariance
@@ -25,17 +26,22 @@ def run(ctx: base.Context) -> dict:
   method, fns = ctx.run.method, ctx.fns
   if method.transform_source != "pairs":
     raise base.NotApplicable(f"method {ctx.config.method} is not conditioned on rendered transformations")
-  val = ctx.images("val")
+  source, rows = ctx.run.datasets.val, ctx.capped_indices("val")
+  size, steer_embed = ctx.image_size, fns.steer_embed
+  compute = ctx.cached("sie_embed", lambda: lambda v, index, image: {
+      "z": steer_embed(v, augment.resize_batch(image, size))})
+  embeddings = lambda variables: ctx.stream_compute(lambda r: base.read(source, rows[r]),
+                                                    len(rows), compute, variables)
+  val = embeddings(ctx.variables)  # the embeddings plus object_id, view_id, latent
   if "object_id" not in val:
     raise base.NotApplicable("the val split has no objects with several views")
   table = _view_table(val)
   latent = val["latent"][table]  # [O, V, 7]
   g = rotations.relative_transform(np.repeat(latent[:, :1], latent.shape[1], 1), latent)
   g = g[..., : method.g_dim()].astype(np.float32)
-  images = ctx.floats(val["image"])
   out = {}
   for prefix, variables in (("sie", ctx.variables), ("sie_random_init", ctx.random_variables)):
-    z = ctx.batched(fns.steer_embed, variables, images)[table]
+    z = (val if prefix == "sie" else embeddings(variables))["z"][table]
     predict = lambda z_, g_, v=variables: ctx.batched(fns.steer, v, np.asarray(z_), np.asarray(g_))
     scores = equivariance.sie_retrieval(jnp.asarray(z), jnp.asarray(g), predict)
     if prefix == "sie":
