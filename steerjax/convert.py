@@ -113,21 +113,12 @@ def load_converted(out_dir: str):
 
 def workdir_encoder(workdir: str):
   """(torch arch name, encoder variables) of the latest checkpoint in a steerjax workdir."""
-  from steerjax import train  # pylint: disable=g-import-not-at-top
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
+  from steerjax import api  # pylint: disable=g-import-not-at-top
+  if not os.path.exists(os.path.join(workdir, "config.json")):
     raise ConvertError(f"--to-torch {workdir}: no config.json (not a steerjax workdir)")
-  with open(path) as f:
-    saved = json.load(f)
-  saved.pop("config", None)
-  saved.pop("overrides", None)
-  cfg = ml_collections.ConfigDict(saved)
-  run = train.restore(cfg, workdir)
-  variables = train.variables_for_eval(run.state)
-  enc = {"params": variables["params"]["encoder"], "batch_stats": variables["batch_stats"]["encoder"]}
-  arch = cfg.model.name + ("_cifar" if cfg.model.cifar_stem else "")
-  return arch, enc
+  run = api.load_run(workdir)
+  arch = run.config.model.name + ("_cifar" if run.config.model.cifar_stem else "")
+  return arch, run.encoder_variables
 
 
 def write_state_dict(path: str, state_dict: dict[str, np.ndarray]) -> None:

@@ -158,6 +158,14 @@ def check_workdir(workdir: str, record: dict, allow_change: bool) -> dict[str, t
   return changes
 
 
+def accept(cfg: ml_collections.ConfigDict, spec: str, overrides: list[str], workdir: str,
+           num_devices: int, allow_change: bool = False) -> tuple[dict, dict[str, tuple]]:
+  """Validates the config and checks the workdir against it: (record, accepted changes)."""
+  config_lib.validate(cfg, num_devices)
+  record = config_record(spec, overrides, cfg)
+  return record, check_workdir(workdir, record, allow_change)
+
+
 def prepare(spec: str | None, overrides: list[str], workdir: str | None, num_devices: int,
             allow_change: bool = False):
   """Loads, overrides and validates the config and checks the workdir: (cfg, workdir, record, changes).
@@ -168,11 +176,34 @@ def prepare(spec: str | None, overrides: list[str], workdir: str | None, num_dev
     raise config_lib.ConfigError("--config is required, e.g. --config configs/default.py")
   cfg = load_config(spec)
   apply_overrides(cfg, overrides)
-  config_lib.validate(cfg, num_devices)
   name = os.path.splitext(os.path.basename(spec.partition(":")[0]))[0]
   workdir = os.path.join("runs", name) if workdir is None else workdir
-  record = config_record(spec, overrides, cfg)
-  return cfg, workdir, record, check_workdir(workdir, record, allow_change)
+  return (cfg, workdir, *accept(cfg, spec, overrides, workdir, num_devices, allow_change))
+
+
+def start(workdir: str, record: dict, changes: dict[str, tuple]):
+  """Creates the workdir, takes its lock and records the config; returns the lock (hold it open
+  for the session: closing it, or the process ending, releases the workdir)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  os.makedirs(workdir, exist_ok=True)
+  lock = workdir_lock.acquire(workdir, jax.process_index())
+  if jax.process_index() == 0:
+    if changes:
+      with open(os.path.join(workdir, "config_changes.jsonl"), "a") as f:
+        f.write(json.dumps({"time": time.time(), "changes": changes}) + "\n")
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      json.dump(record, f, indent=2)
+  return lock
+
+
+def session(cfg: ml_collections.ConfigDict, workdir: str, evaluate_only: bool):
+  """Trains (resuming) or restores the run, then evaluates it if it completed: (run, report or None).
+
+  The CLI and `steerjax.api.train` both run this; errors propagate for the caller to present.
+  """
+  from steerjax import evaluators, train  # pylint: disable=g-import-not-at-top
+  run = train.restore(cfg, workdir) if evaluate_only else train.train(cfg, workdir)
+  return run, evaluators.evaluate_run(run, workdir) if run.completed else None
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
@@ -189,7 +220,7 @@ def main(argv: list[str], evaluate_only: bool = False) -> None:
   del argv
   logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
   import jax  # pylint: disable=g-import-not-at-top
-  from steerjax import checkpoint, data, evaluators, train  # pylint: disable=g-import-not-at-top
+  from steerjax import checkpoint, data, train  # pylint: disable=g-import-not-at-top
   evaluate_only = evaluate_only or _EVAL_ONLY.value
 
   if _COORDINATOR.value:
@@ -199,28 +230,20 @@ def main(argv: list[str], evaluate_only: bool = False) -> None:
   try:
     cfg, workdir, record, changes = prepare(_CONFIG.value, _overrides, _WORKDIR.value,
                                             jax.device_count(), _ALLOW_CHANGE.value)
-    os.makedirs(workdir, exist_ok=True)
-    _lock = workdir_lock.acquire(workdir, jax.process_index())  # held until this process exits
+    _lock = start(workdir, record, changes)  # held until this process exits
   except (config_lib.ConfigError, workdir_lock.LockedError) as e:
     _fail(str(e))
   except OSError as e:
     _fail(f"--workdir {_WORKDIR.value}: {e}; pass a folder you can write to")
-  if jax.process_index() == 0:
-    if changes:
-      with open(os.path.join(workdir, "config_changes.jsonl"), "a") as f:
-        f.write(json.dumps({"time": time.time(), "changes": changes}) + "\n")
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      json.dump(record, f, indent=2)
   try:
-    run = train.restore(cfg, workdir) if evaluate_only else train.train(cfg, workdir)
+    _, report = session(cfg, workdir, evaluate_only)
   except (data.DatasetNotFoundError, data.UnreadableImageError, train.NoCheckpointError) as e:
     _fail(str(e))
   except (train.NonFiniteLossError, checkpoint.CheckpointError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
-  if not run.completed:
+  if report is None:
     return
-  report = evaluators.evaluate_run(run, workdir)
   if jax.process_index() == 0:
     print(f"report: {os.path.join(workdir, 'report.md')} ({len(report)} numbers); headline:")
     for key in HEADLINE:
