@@ -6,6 +6,7 @@ starts and reported as one line naming the key and what is allowed.
 """
 
 import difflib
+import os
 
 import ml_collections
 
@@ -24,6 +25,13 @@ OPTIMIZERS = optim.OPTIMIZERS
 SCHEDULES = optim.SCHEDULES
 DTYPES = ("float32", "bfloat16")
 EVALUATORS = tuple(evaluators.REGISTRY)
+PROBE_OPTIMIZERS = ("sgd", "adam", "lbfgs")
+
+# Keys that name one of a fixed set (augment policies, eval.evaluators and data.name are checked
+# by `validate` on their own: they also take a ConfigDict, a tuple, or a prepared tfds name).
+CHOICES = {"method": METHODS, "task": TASKS, "model.name": MODELS, "steerer.name": STEERERS,
+           "optim.name": OPTIMIZERS, "optim.schedule": SCHEDULES, "model.dtype": DTYPES,
+           "head.proj_output": heads.OUTPUTS, "eval.probe_optimizer": PROBE_OPTIMIZERS}
 
 
 class ConfigError(ValueError):
@@ -103,6 +111,56 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+class Open(float):
+  """A bound that is excluded: `(Open(0), 1.0)` means "> 0 and <= 1"."""
+
+
+_INT32 = 2**31 - 1
+_WIDTH = 65536  # widest layer any head or steerer may ask for
+_WEIGHT = 1e6  # largest loss weight or coefficient
+
+# The allowed [low, high] of every numeric key (low excluded where `Open`). Upper bounds catch a
+# typo'd 10^6-pixel image or 10^12-object dataset here instead of as an out-of-memory crash
+# minutes later; step counters are int32 in the optimizer state.
+RANGES = {
+    "seed": (0, _INT32), "batch_size": (1, 2**20), "total_steps": (1, _INT32),
+    "log_every": (1, _INT32), "checkpoint_every": (1, _INT32), "keep_checkpoints": (1, 10_000),
+    "data.image_size": (8, 1024), "data.num_objects": (2, 100_000),
+    "data.views_per_object": (1, 1000), "data.val_fraction": (Open(0), Open(1)),
+    "data.seed": (0, _INT32),
+    "model.width_multiplier": (Open(0), 16.0), "model.patch_size": (1, 1024),
+    "augment.size": (0, 1024),
+    "steerer.hidden": (1, _WIDTH),
+    "loss.temperature": (Open(0), 100.0), "loss.equi_temperature": (Open(0), 100.0),
+    "loss.steer_weight": (0, _WEIGHT), "loss.equi_weight": (0, _WEIGHT),
+    "loss.sim_coeff": (0, _WEIGHT), "loss.std_coeff": (0, _WEIGHT), "loss.cov_coeff": (0, _WEIGHT),
+    "loss.equi_factor": (0, _WEIGHT), "loss.augself_weight": (0, _WEIGHT),
+    "loss.ema_base": (0, 1.0),
+    "head.proj_hidden": (1, _WIDTH), "head.proj_dim": (1, _WIDTH), "head.pred_hidden": (1, _WIDTH),
+    "head.proj_layers": (0, 16), "head.equi_hidden": (1, _WIDTH), "head.equi_dim": (1, _WIDTH),
+    "head.equi_layers": (0, 16), "head.augself_hidden": (0, _WIDTH),
+    "optim.learning_rate": (Open(0), 1e6), "optim.weight_decay": (0, 100.0),
+    "optim.momentum": (0, 1.0), "optim.warmup_epochs": (0, 1e6), "optim.warmup_steps": (0, _INT32),
+    "eval.batch_size": (1, 2**20), "eval.max_examples": (0, _INT32),
+    "eval.knn_k": (1, 10_000), "eval.equivariance_examples": (1, 10**6),
+    "eval.probe_epochs": (1, 100_000), "eval.probe_lr": (Open(0), 100.0),
+    "eval.probe_batch_size": (1, 2**20), "eval.ood_severity": (1, 5),
+    "eval.r2_hidden": (1, _WIDTH), "eval.r2_steps": (1, 10**7),
+    "eval.tta_views": (1, 1024), "eval.tta_examples": (1, 10**7),
+}
+
+
+def _in_range(value, low, high) -> bool:
+  return ((low < value if isinstance(low, Open) else low <= value)
+          and (value < high if isinstance(high, Open) else value <= high))
+
+
+def _describe_range(low, high) -> str:
+  kind = "an integer" if isinstance(low, int) and isinstance(high, int) else "a number"
+  return (f"{kind} in {'(' if isinstance(low, Open) else '['}{low:g}, "
+          f"{high:g}{')' if isinstance(high, Open) else ']'}")
+
+
 def _fail(key: str, value, allowed) -> None:
   raise ConfigError(f"config.{key}={value!r} is not allowed; expected {allowed}")
 
@@ -128,16 +186,23 @@ def _check_keys(cfg, schema, prefix: str = "") -> None:
       if got is not expected and not numeric and not (expected is tuple and got is list):
         raise ConfigError(f"config.{prefix}{key}={cfg[key]!r} has type {got.__name__}; "
                           f"expected {expected.__name__}")
+      if expected is tuple:
+        _check_elements(f"{prefix}{key}", cfg[key], schema[key])
+
+
+def _check_elements(key: str, value, default: tuple) -> None:
+  """Elements of a tuple key have its default's element type (numbers, or names if it is empty)."""
+  kind = type(default[0]) if default else str
+  for element in value:
+    if not (type(element) is kind or kind is float and type(element) is int):
+      raise ConfigError(f"config.{key}={tuple(value)!r} holds {element!r}; expected "
+                        f"{'names (strings)' if kind is str else 'numbers'}")
 
 
 def validate(cfg: ml_collections.ConfigDict, num_devices: int = 1) -> None:
   """Raises ConfigError naming the first offending key and the allowed values."""
   _check_keys(cfg, base_config())
-  choices = {"method": METHODS, "task": TASKS, "model.name": MODELS,
-             "steerer.name": STEERERS, "optim.name": OPTIMIZERS,
-             "optim.schedule": SCHEDULES, "model.dtype": DTYPES,
-             "head.proj_output": heads.OUTPUTS}
-  for key, allowed in choices.items():
+  for key, allowed in CHOICES.items():
     value = cfg
     for part in key.split("."):
       value = value[part]
@@ -147,12 +212,12 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int = 1) -> None:
     if ev not in EVALUATORS:
       _fail("eval.evaluators", ev, f"names from {', '.join(EVALUATORS)}")
   from steerjax.augment import policies  # pylint: disable=g-import-not-at-top
+  if cfg.eval.tta_policy.get("base", "none") not in policies.POLICY_NAMES:
+    _fail("eval.tta_policy.base", cfg.eval.tta_policy.base, f"one of {', '.join(policies.POLICY_NAMES)}")
   try:
     policies.get_policy(cfg.eval.tta_policy.to_dict())
   except (ValueError, TypeError) as e:
     raise ConfigError(f"config.eval.tta_policy: {e}") from None
-  if cfg.eval.tta_views < 1:
-    _fail("eval.tta_views", cfg.eval.tta_views, "a positive number of views")
   pairs = {}
   for key in ("policy", "policy2"):
     value = cfg.augment[key]
@@ -168,33 +233,52 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int = 1) -> None:
   if pairs["policy2"] or (pairs["policy"] and cfg.augment.policy2):
     _fail("augment.policy2", cfg.augment.policy2,
           "\"\" when augment.policy is a pair, and never a pair itself (a pair sets both views)")
-  positive = {"batch_size": cfg.batch_size, "total_steps": cfg.total_steps,
-              "optim.learning_rate": cfg.optim.learning_rate,
-              "data.image_size": cfg.data.image_size, "log_every": cfg.log_every,
-              "checkpoint_every": cfg.checkpoint_every,
-              "keep_checkpoints": cfg.keep_checkpoints,
-              "model.width_multiplier": cfg.model.width_multiplier,
-              "loss.temperature": cfg.loss.temperature}
-  for key, value in positive.items():
-    if not value > 0:
-      _fail(key, value, "a positive number")
-  for key in ("optim.weight_decay", "loss.steer_weight", "loss.equi_weight", "optim.warmup_epochs"):
-    group, name = key.split(".")
-    if cfg[group][name] < 0:
-      _fail(key, cfg[group][name], "a number >= 0")
+  for key, (low, high) in RANGES.items():
+    value = cfg
+    for part in key.split("."):
+      value = value[part]
+    if not _in_range(value, low, high):
+      _fail(key, value, _describe_range(low, high))
   if cfg.batch_size % num_devices:
     _fail("batch_size", cfg.batch_size,
           f"a multiple of the device count ({num_devices}), so every device gets an equal slice")
+  if cfg.data.name == "synthetic3d":  # its size is known before it is generated
+    units = int(cfg.data.num_objects * (1 - cfg.data.val_fraction)) * (
+        1 if cfg.data.pairs else cfg.data.views_per_object)
+    if cfg.batch_size > units:
+      _fail("batch_size", cfg.batch_size, f"at most the ~{units} training "
+            f"{'objects' if cfg.data.pairs else 'images'} of synthetic3d (data.num_objects x "
+            f"(1 - data.val_fraction){'' if cfg.data.pairs else ' x data.views_per_object'})")
   view = cfg.augment.size or cfg.data.image_size
   if cfg.model.name in ("vit", "mixer") and not (cfg.model.patch_size > 0
                                                  and view % cfg.model.patch_size == 0):
     _fail("model.patch_size", cfg.model.patch_size,
           f"a positive divisor of the view size {view} (the ViT/Mixer patch grid)")
-  if cfg.augment.size < 0:
-    _fail("augment.size", cfg.augment.size, "0 (same as data.image_size) or a positive size")
-  if not 0 < cfg.data.val_fraction < 1:
-    _fail("data.val_fraction", cfg.data.val_fraction, "a number in (0, 1)")
   _check_data_name(cfg.data)
+
+
+def check_data_found(data_cfg) -> None:
+  """The dataset `data` names is on disk: a look at folders, before a run writes anything.
+
+  Separate from `validate`, which judges a config on any machine (the data may live elsewhere).
+  """
+  from steerjax.data import tfds_source  # pylint: disable=g-import-not-at-top  (does not import tfds)
+  name = data_cfg.name
+  if name == "synthetic3d":
+    return
+  if name in ("folder", "3diebench"):
+    if not os.path.isdir(data_cfg.root):
+      _fail("data.root", data_cfg.root, f"an existing folder holding the {name} images")
+    return
+  data_dir = data_cfg.data_dir or tfds_source.default_data_dir()
+  if "://" in data_dir or os.path.isdir(os.path.join(data_dir, name.partition(":")[0])):
+    return  # a bucket is read by tfds itself
+  prepared = sorted(d for d in os.listdir(data_dir) if d != "downloads" and not d.startswith(".")
+                    and os.path.isdir(os.path.join(data_dir, d))) if os.path.isdir(data_dir) else []
+  _fail("data.name", name, "synthetic3d, 3diebench, folder, or a tfds dataset prepared in "
+        f"{data_dir} ({'there: ' + ', '.join(prepared[:20]) if prepared else 'none there'}); prepare one "
+        f"with `tfds build NAME --data_dir={data_dir} --file_format=array_record` where TensorFlow is "
+        "installed, or set data.data_dir")
 
 
 def _check_data_name(data_cfg) -> None:

@@ -11,6 +11,7 @@ instead of a traceback.
 
 import ast
 import functools
+import importlib.machinery
 import importlib.util
 import json
 import os
@@ -46,19 +47,46 @@ HEADLINE = ("train_seconds", "linear_probe_top1", "linear_probe_top1_random_init
 
 
 def load_config(spec: str) -> ml_collections.ConfigDict:
-  """Loads `path[:arg]` by calling the module's `get_config(arg)`."""
+  """Loads `path[:arg]` by calling the module's `get_config(arg)`.
+
+  Anything the file raises (a syntax error, a failed import, a wrong type assigned) becomes one
+  line naming the file and line, not a traceback.
+  """
   path, _, arg = spec.partition(":")
   if not os.path.isfile(path):
     raise config_lib.ConfigError(f"--config {path}: no such file (configs live in configs/, e.g. configs/default.py)")
-  spec_ = importlib.util.spec_from_file_location(f"steerjax_config_{abs(hash(path))}", path)
-  module = importlib.util.module_from_spec(spec_)
-  spec_.loader.exec_module(module)
-  if not hasattr(module, "get_config"):
-    raise config_lib.ConfigError(f"--config {path}: the file defines no get_config(arg)")
-  return module.get_config(arg or None)
+  name = f"steerjax_config_{abs(hash(path))}"
+  loader = importlib.machinery.SourceFileLoader(name, path)  # any file name, e.g. my_config.txt
+  try:
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(name, loader))
+    loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+      raise config_lib.ConfigError(f"--config {path}: the file defines no get_config(arg)")
+    cfg = module.get_config(arg or None)
+  except config_lib.ConfigError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except  (whatever the user's file raises)
+    line = e.lineno if isinstance(e, SyntaxError) else next(
+        (t.tb_lineno for t in reversed(list(_frames(e.__traceback__)))
+         if t.tb_frame.f_code.co_filename == path), None)
+    where = f" line {line}:" if line else ""
+    message = (e.msg if isinstance(e, SyntaxError) else str(e)).splitlines()
+    raise config_lib.ConfigError(
+        f"--config {spec}:{where} {type(e).__name__}: {message[0] if message else ''}") from None
+  if not isinstance(cfg, ml_collections.ConfigDict):
+    raise config_lib.ConfigError(f"--config {path}: get_config returned a {type(cfg).__name__}; "
+                                 "expected an ml_collections.ConfigDict (start from config.base_config())")
+  return cfg
+
+
+def _frames(tb):
+  while tb is not None:
+    yield tb
+    tb = tb.tb_next
 
 
 def _parse_value(text: str, like):
+  """`text` as a value of `like`'s type; a bool is never taken for a number (True is not 1)."""
   if isinstance(like, bool):
     if text.lower() in ("true", "1", "yes"):
       return True
@@ -68,6 +96,8 @@ def _parse_value(text: str, like):
   if isinstance(like, str):
     return text
   value = ast.literal_eval(text)
+  if isinstance(value, bool):
+    raise ValueError(f"expected {type(like).__name__}, not a bool")
   if isinstance(like, float) and isinstance(value, int):
     value = float(value)
   if isinstance(like, tuple) and isinstance(value, (list, str)):
@@ -162,6 +192,7 @@ def accept(cfg: ml_collections.ConfigDict, spec: str, overrides: list[str], work
            num_devices: int, allow_change: bool = False) -> tuple[dict, dict[str, tuple]]:
   """Validates the config and checks the workdir against it: (record, accepted changes)."""
   config_lib.validate(cfg, num_devices)
+  config_lib.check_data_found(cfg.data)
   record = config_record(spec, overrides, cfg)
   return record, check_workdir(workdir, record, allow_change)
 
@@ -207,8 +238,13 @@ def session(cfg: ml_collections.ConfigDict, workdir: str, evaluate_only: bool):
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
-  _overrides.extend(a for a in argv[1:] if a.startswith("--config."))
-  return flags.FLAGS([a for a in argv if not a.startswith("--config.")])
+  flags.FLAGS.unparse_flags()  # each call of `run` starts from the defaults (tests call it in-process)
+  _overrides[:] = [a for a in argv[1:] if a.startswith("--config.")]
+  try:
+    return flags.FLAGS([a for a in argv if not a.startswith("--config.")])
+  except flags.Error as e:
+    known = ", ".join(f"--{f.name}" for f in flags.FLAGS.get_key_flags_for_module(sys.modules[__name__]))
+    _fail(f"{e}; flags: {known}, --config.KEY=VALUE")
 
 
 def _fail(message: str) -> None:
@@ -251,8 +287,9 @@ def main(argv: list[str], evaluate_only: bool = False) -> None:
         print(f"  {key}: {report[key]:.4g}")
 
 
-def run(evaluate_only: bool = False) -> None:
-  app.run(functools.partial(main, evaluate_only=evaluate_only), flags_parser=_parse_flags)
+def run(evaluate_only: bool = False, argv: list[str] | None = None) -> None:
+  """The command line (`argv` defaults to sys.argv); always ends in SystemExit."""
+  app.run(functools.partial(main, evaluate_only=evaluate_only), argv=argv, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":
