@@ -6,7 +6,7 @@ from steerjax.studies.base import Comparison, Study, scaled, seeded
 SETTINGS = (("SimCLR", ("method=simclr",)), ("steerable SimCLR", ("method=steerable", "task=simclr")),
             ("supervised", ("method=supervised",)),
             ("supervised+steerer", ("method=steerable", "task=supervised")))
-CPU = ("total_steps=60", "data.num_objects=600", "eval.max_examples=1000",
+CPU = ("total_steps=200", "data.num_objects=600", "eval.max_examples=1000",
        'eval.evaluators=("linear_probe","steering","tta","ood")')
 
 
@@ -24,7 +24,8 @@ STUDY = Study(
     members=members, seeds=3,
     columns=("linear_probe_top1", "linear_probe_top1_random_init", "steering_error",
              "tta_none_top1", "tta_image_top1", "tta_steered_top1", "ood_auc_none_mean",
-             "ood_auc_image_mean", "ood_auc_steered_mean", "corrupt_top1_mean"),
+             "ood_auc_image_mean", "ood_auc_steered_mean", "ood_auc_agreement_steered_mean",
+             "corrupt_top1_mean"),
     comparisons=(
         Comparison(_TTA, "tta_steered_top1", "steerable SimCLR", "steerable SimCLR", "~",
                    metric_b="tta_image_top1", tolerance=0.01),
@@ -43,6 +44,7 @@ STUDY = Study(
         Comparison("steerable more robust to corruptions", "corrupt_top1_mean",
                    "supervised+steerer", "supervised"),
     ),
-    notes=("Not measured here: linear probes of the factors the augmentations change, TTA time per "
-           "image (see `python -m steerjax.bench tta`), OOD AUC as N grows and scores other than "
-           "max-softmax: the evaluator does not report them yet."))
+    notes=("OOD AUC columns use the max-softmax score unless named (agreement: the fraction of "
+           "views that agree with the averaged prediction). Not measured here: linear probes of "
+           "the factors the augmentations change, TTA time per image (see `python -m "
+           "steerjax.bench tta`) and OOD AUC as N grows: the evaluators do not report them yet."))
