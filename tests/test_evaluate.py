@@ -7,6 +7,7 @@ import jax
 import numpy as np
 import pytest
 
+from steerjax import augment
 from steerjax import config as config_lib
 from steerjax import evaluators
 from steerjax import train
@@ -15,6 +16,7 @@ from steerjax.evaluators import steering as steering_eval
 from steerjax.evaluators import transfer as transfer_eval
 from steerjax.evaluators import tta as tta_eval
 from steerjax.metrics import equivariance
+from steerjax.metrics import probes
 
 ALL = tuple(evaluators.REGISTRY)
 
@@ -144,6 +146,22 @@ def test_augment_steering_matches_direct_computation_at_any_chunking(trained):
       float(equivariance.steering_error(z, z_t, z_p)), rel=1e-4)
   assert streamed["steering_cosine"] == pytest.approx(
       float(equivariance.steering_cosine(z_t, z_p)), rel=1e-5)
+
+
+def test_pixel_probe_reference_is_the_probe_on_downsampled_pixels(trained):
+  cfg, workdir, run, report = trained
+  ctx = _context(run, workdir)
+  size, e = cfg.eval.pixel_probe_size, cfg.eval
+  data = {}
+  for split in ("train", "val"):
+    images = ctx.images(split)
+    pixels = np.asarray(augment.resize_batch(images["image"], size)).reshape(len(images["image"]), -1)
+    data[split] = pixels, images["label"]
+  assert data["val"][0].shape[1] == size * size * 3
+  expected = probes.linear_probe(*data["train"], *data["val"], run.datasets.num_classes,
+                                 epochs=e.probe_epochs, batch_size=e.probe_batch_size, lr=e.probe_lr,
+                                 optimizer=e.probe_optimizer, seed=cfg.seed)
+  assert report["linear_probe_top1_pixels"] == pytest.approx(expected["top1"], abs=1e-6)
 
 
 def test_every_evaluator_on_sie_including_steering(sie):

@@ -219,13 +219,29 @@ class Context:
     return self.batched(self.fns.embed, self.variables if variables is None else variables,
                         self.floats(images_uint8))
 
-  def probe(self, random_init: bool = False) -> dict:
-    key = ("probe", random_init)
+  def pixel_features(self, split: str) -> np.ndarray:
+    """The capped split's images resized to `eval.pixel_probe_size`² and flattened: the
+    reference every encoder's probe should beat."""
+    key = ("pixels", split)
+    if key not in self._cache:
+      size, source, rows = self.config.eval.pixel_probe_size, getattr(self.run.datasets, split), \
+          self.capped_indices(split)
+      compute = self.cached("pixel_compute", lambda: lambda v, index, image: {
+          "features": augment.resize_batch(image, size).reshape(image.shape[0], -1)})
+      self._cache[key] = self.stream_compute(lambda r: read(source, rows[r]), len(rows), compute,
+                                             None)["features"]
+    return self._cache[key]
+
+  def probe(self, random_init: bool = False, pixels: bool = False) -> dict:
+    """The linear probe on the trained encoder's features (the head TTA, OOD and transfer
+    classify with), on a random-init encoder's, or on the pixels."""
+    key = ("probe", random_init, pixels)
     if key not in self._cache:
       e = self.config.eval
+      features = self.pixel_features if pixels else lambda split: self.features(split, random_init)
       self._cache[key] = probes.linear_probe(
-          self.features("train", random_init), self.split_arrays("train")["label"],
-          self.features("val", random_init), self.split_arrays("val")["label"],
+          features("train"), self.split_arrays("train")["label"],
+          features("val"), self.split_arrays("val")["label"],
           self.run.datasets.num_classes, epochs=e.probe_epochs, batch_size=e.probe_batch_size,
           lr=e.probe_lr, optimizer=e.probe_optimizer, seed=self.config.seed)
     return self._cache[key]

@@ -22,7 +22,8 @@ _TTA = "steered TTA within 1 point of image TTA"
 STUDY = Study(
     name="steerable", title="Steerable equivariant representation learning (Bhardwaj et al., 2023)",
     members=members, seeds=3,
-    columns=("linear_probe_top1", "linear_probe_top1_random_init", "steering_error",
+    columns=("linear_probe_top1", "linear_probe_top1_random_init", "linear_probe_top1_pixels",
+             "steering_error",
              "tta_none_top1", "tta_image_top1", "tta_steered_top1", "ood_auc_none_mean",
              "ood_auc_image_mean", "ood_auc_steered_mean", "ood_auc_agreement_steered_mean",
              "corrupt_top1_mean"),
