@@ -17,7 +17,8 @@ _R2 = "R² of the relative rotation from the whole representation"
 STUDY = Study(
     name="sie", title="SIE: split invariant-equivariant representations (Garrido et al., 2023)",
     members=members,
-    columns=("linear_probe_top1", "linear_probe_top1_pixels", "sie_mrr", "sie_random_init_mrr", "sie_h1", "sie_h5", "sie_pre",
+    columns=("linear_probe_top1", "linear_probe_top1_pixels", "sie_mrr", "sie_random_init_mrr",
+             "sie_h1", "sie_h5", "sie_pre",
              "rotation_r2_inv", "rotation_r2_equi", "rotation_r2_all"),
     comparisons=(
         Comparison(f"SIE above the invariant baselines: {_R2}", "rotation_r2_all", "SIE", "VICReg"),
