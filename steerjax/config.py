@@ -212,6 +212,8 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int = 1) -> None:
   for ev in cfg.eval.evaluators:
     if ev not in EVALUATORS:
       _fail("eval.evaluators", ev, f"names from {', '.join(EVALUATORS)}")
+  if len(set(cfg.eval.evaluators)) < len(cfg.eval.evaluators):
+    _fail("eval.evaluators", tuple(cfg.eval.evaluators), "each name at most once")
   from steerjax.augment import policies  # pylint: disable=g-import-not-at-top
   if cfg.eval.tta_policy.get("base", "none") not in policies.POLICY_NAMES:
     _fail("eval.tta_policy.base", cfg.eval.tta_policy.base, f"one of {', '.join(policies.POLICY_NAMES)}")
@@ -224,7 +226,8 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int = 1) -> None:
     value = cfg.augment[key]
     if isinstance(value, str):
       if value and value not in policies.POLICY_NAMES or not value and key == "policy":
-        _fail(f"augment.{key}", value, f"one of {', '.join(policies.POLICY_NAMES)} or a ConfigDict")
+        _fail(f"augment.{key}", value, f"one of {', '.join(policies.POLICY_NAMES)} or a ConfigDict "
+              "(set in a config file: an override takes a name)")
       pairs[key] = value in policies.PAIR_NAMES
     else:
       try:

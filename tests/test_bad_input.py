@@ -119,10 +119,12 @@ def _override_cases():
   for bad in ("no_such_evaluator", "linear-probe", "KNN"):
     yield Case(f"name:eval.evaluators={bad}", [f"--config.eval.evaluators=('knn', '{bad}')"],
                f"config.eval.evaluators={bad!r}", *config_lib.EVALUATORS)
+  yield Case("name:eval.evaluators-twice", ["--config.eval.evaluators=('knn', 'knn')"],
+             "config.eval.evaluators", "at most once")
   yield Case("name:policy-dict-base", ["--config.augment.policy={'base': 'nope'}"],
              "config.augment.policy", *policies.POLICY_NAMES)
   yield Case("name:policy-dict-key", ["--config.augment.policy={'base': 'none', 'flip': 0.5}"],
-             "config.augment.policy", "flip")
+             "config.augment.policy", "config file")
   yield Case("cross:batch-larger-than-data", ["--config.batch_size=1024"], "config.batch_size=1024",
              "synthetic3d")
   yield Case("cross:batch-not-divisible", ["--config.batch_size=0"], "config.batch_size=0")
@@ -175,6 +177,12 @@ def _file_cases(tmp):
     path = write(f"extra_{prefix or 'top'}.py", header + "def get_config(arg):\n  c = d.get_config(arg)\n"
                  f"  {node}.zzz_unknown = 1\n  return c\n")
     yield Case(f"file:unknown-key:{prefix}", [], f"config.{prefix}zzz_unknown", config=path)
+  for i, policy in enumerate(["{'base': 'nope'}", "{'flip': 0.5}", "{'flip_p': -1.0}", "{'flip_p': 'x'}",
+                               "{'crop_scale': (0.5,)}", "{'jitter': (1.0, 1.0, 1.0, 0.9)}"]):
+    for key in ("augment.policy", "augment.policy2"):
+      path = write(f"policy_{key}_{i}.py", header + "import ml_collections\ndef get_config(arg):\n"
+                   f"  c = d.get_config(arg)\n  c.{key} = ml_collections.ConfigDict({policy})\n  return c\n")
+      yield Case(f"file:policy:{key}={policy}", [], f"config.{key}", config=path)
   for key, value in LEAVES.items():
     if key in ("augment.policy", "augment.policy2"):
       continue  # a name or a ConfigDict: checked by the name cases

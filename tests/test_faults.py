@@ -223,3 +223,75 @@ def test_run_with_corrupt_newest_checkpoint_resumes_from_previous_bit_identicall
   again = _final_params(tmp_path, 8)
   for x, y in zip(ocp.tree.to_flat_dict(reference).values(), ocp.tree.to_flat_dict(again).values()):
     np.testing.assert_array_equal(x, y)
+
+
+# --- other topology ----------------------------------------------------------------------------
+
+TOPOLOGY_SCRIPT = textwrap.dedent("""
+    import sys
+    import jax, numpy as np
+    from steerjax import checkpoint, train
+    directory, mode = sys.argv[1], sys.argv[2]
+
+    def state(mesh, seed):
+      # What the train loop checkpoints (replicated arrays of several dtypes and shapes), plus one
+      # array sharded over the devices, so restoring must also re-split it.
+      rng = np.random.default_rng(seed)
+      rep, shard = train.replicated(mesh), train.batch_sharding(mesh)
+      return {"step": jax.device_put(np.int32(seed), rep),
+              "params": {"w": jax.device_put(rng.normal(size=(3, 5)).astype(np.float32), rep),
+                         "b": jax.device_put(rng.normal(size=(7,)).astype(np.float16), rep)},
+              "rng": jax.device_put(rng.integers(0, 2**32, 2, dtype=np.uint32), rep),
+              "sharded": jax.device_put(rng.normal(size=(8, 3)).astype(np.float32), shard)}
+
+    if mode == "save":
+      assert jax.device_count() == 4
+      ck = checkpoint.Checkpointer(directory, save_every=1, keep=2)
+      ck.save(1, state(train.make_mesh(), seed=1))
+      ck.close()
+    else:
+      for n in map(int, mode.split(",")):
+        mesh = train.make_mesh(jax.devices()[:n])
+        ck = checkpoint.Checkpointer(directory, save_every=1, keep=2)
+        fresh = state(mesh, seed=0)
+        start, got = ck.restore_latest_good(fresh, directory + "_bad")
+        ck.close()
+        assert start == 1
+        for want, have, like in zip(jax.tree.leaves(jax.device_get(state(train.make_mesh(), seed=1))),
+                                    jax.tree.leaves(got), jax.tree.leaves(fresh)):
+          np.testing.assert_array_equal(np.asarray(have), want)
+          assert have.dtype == want.dtype and have.sharding == like.sharding, (have.sharding, like.sharding)
+        print("restored on", n, "of", jax.device_count(), "devices", flush=True)
+""")
+
+
+def _topology(directory, mode, devices):
+  return subprocess.run([sys.executable, "-c", TOPOLOGY_SCRIPT, str(directory), mode], cwd=ROOT,
+                        env=_env(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}"),
+                        capture_output=True, text=True, timeout=600)
+
+
+def test_checkpoint_from_4_devices_restores_on_2_and_1_devices(tmp_path):
+  """Written on 4 (emulated) devices; restored exactly with the 2- or 1-device mesh's shardings.
+
+  A train-state-like tree for CI speed; the slow test below resumes real runs the same way.
+  """
+  saved = _topology(tmp_path / "checkpoints", "save", 4)
+  assert saved.returncode == 0, saved.stderr[-3000:]
+  restored = _topology(tmp_path / "checkpoints", "2,1", 2)
+  assert restored.returncode == 0, restored.stderr[-3000:]
+  assert restored.stdout.splitlines() == ["restored on 2 of 2 devices", "restored on 1 of 2 devices"]
+
+
+@pytest.mark.slow  # three tiny training sessions in subprocesses (~2 min on 2 cores)
+def test_cli_run_on_4_devices_resumes_on_2_then_1(tmp_path):
+  from test_trainer import _logged_steps  # pylint: disable=g-import-not-at-top
+  for devices, steps in ((4, 2), (2, 3), (1, 4)):
+    proc = subprocess.run(
+        [sys.executable, "-m", "steerjax.main", "--config", "configs/default.py", "--workdir",
+         str(tmp_path), *TINY, f"--config.total_steps={steps}", "--config.checkpoint_every=1",
+         "--allow_config_change"], cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env=_env(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "is bad" not in proc.stdout
+  assert _logged_steps(tmp_path) == [1, 2, 3, 4]  # each session went on from the last one's step

@@ -79,3 +79,29 @@ def test_two_process_evaluation_reports_what_one_does(tmp_path):
   for key, value in reports[0].items():
     if "seconds" not in key and "per_image" not in key:
       np.testing.assert_allclose(reports[1][key], value, rtol=1e-3, atol=1e-4, err_msg=key)
+
+
+@pytest.mark.slow  # ~2 min on 2 cores: two processes train, then one resumes
+def test_two_process_checkpoint_resumes_in_one_process(tmp_path):
+  """Two processes train 2 steps; one process resumes to step 4 and ends where one process
+  training all 4 steps ends (to the tolerance two- vs one-process training already has)."""
+  from test_trainer import _logged_steps  # pylint: disable=g-import-not-at-top
+  env = _env(JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo")
+  address = f"127.0.0.1:{_free_port()}"
+  procs = [subprocess.Popen(_main(tmp_path / "multi", "--config.total_steps=2", "--coordinator_address",
+                                  address, "--num_processes", "2", "--process_id", str(i)),
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True) for i in range(2)]
+  for p in procs:
+    _, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err[-2000:]
+  for workdir, extra in ((tmp_path / "multi", ["--allow_config_change"]), (tmp_path / "single", [])):
+    proc = subprocess.run(_main(workdir, *extra), cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+  assert _logged_steps(tmp_path / "multi") == [1, 2, 3, 4]
+  one = _state(tmp_path / "single")
+  resumed = ocp.tree.to_flat_dict(_state(tmp_path / "multi", like=one)["params"])
+  one = ocp.tree.to_flat_dict(one["params"])
+  for key in one:
+    np.testing.assert_allclose(resumed[key], one[key], rtol=2e-4, atol=2e-5, err_msg=str(key))
