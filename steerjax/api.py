@@ -17,6 +17,7 @@ drift apart. g is the standardised augmentation encoding the steerer learned
 
 import copy
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -192,9 +193,7 @@ class Run:
     """Each image under its augmentation (leading axes match): float views [N, s, s, 3] at the
     encoder's input size; `policy` picks which ops run (default: the training policy's)."""
     policy = self.policy if policy is None else _policy(policy)
-    size = self.method.image_size
-    floats = jnp.asarray(images_uint8).astype(jnp.float32) / 255.0
-    return np.asarray(jax.vmap(lambda im, p: policy.apply(im, p, size))(floats, params))
+    return np.asarray(_augment(policy, self.method.image_size, jnp.asarray(images_uint8), params))
 
   def embed_views(self, views: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Representations of float views already at the encoder's input size (from `augment`)."""
@@ -217,7 +216,7 @@ class Run:
       cfg.eval.evaluators = tuple(names)
       config_lib.validate(cfg)
       run = dataclasses.replace(run, config=cfg)
-    self.report = evaluators.evaluate_run(run, self.workdir)
+    self.report = evaluators.evaluate_run(run, self.workdir, self.context())
     return self.report
 
   def tta_curve(self, num_views: Sequence[int] = (1, 2, 4, 8, 16), examples: int = 128,
@@ -257,6 +256,28 @@ class Run:
         row[f"{mode}_s"] = _best_time(fn, (images, arg), repeats)
       rows.append(row)
     return rows
+
+
+# The identity values of the continuous parameters (`augment.policies`): whole-image crop box,
+# jitter factors (1, 1, 1) and hue shift 0.
+_IDENTITY = {"box": (0.0, 0.0, 1.0, 1.0), "factors": (1.0, 1.0, 1.0, 0.0)}
+
+
+def toward(params: dict, t: float) -> dict:
+  """The augmentation a fraction `t` of the way from the identity (t = 0) to `params` (t = 1):
+  crop box and jitter factors move linearly; on/off ops (flip, grayscale, blur, solarize) stay
+  as drawn, so draw from a policy without them for a path that starts at the identity."""
+  out = dict(params)
+  for key, identity in _IDENTITY.items():
+    value = np.asarray(params[key], np.float32)
+    out[key] = (1 - t) * np.asarray(identity, np.float32) + t * value
+  return out
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _augment(policy, size: int, images_uint8, params):
+  floats = images_uint8.astype(jnp.float32) / 255.0
+  return jax.vmap(lambda im, p: policy.apply(im, p, size))(floats, params)
 
 
 def _best_time(fn, args, repeats: int) -> float:
@@ -304,13 +325,13 @@ def train(config: ml_collections.ConfigDict, workdir: str, evaluate: bool = True
                                     allow_config_change)
   lock = main_lib.start(workdir, record, changes)
   try:
-    if evaluate:
-      trained, report = main_lib.session(config, workdir, evaluate_only=False)
-    else:
-      trained, report = train_lib.train(config, workdir), None
+    trained, _ = main_lib.session(config, workdir, evaluate_only=False, evaluate=False)
+    run = Run(workdir, trained)
+    if evaluate and trained.completed:
+      run.evaluate()
   finally:
     lock.close()
-  return Run(workdir, trained, report)
+  return run
 
 
 def read_metrics(workdir: str) -> dict[str, np.ndarray]:
@@ -338,8 +359,8 @@ def plot_loss(workdir: str, keys: Sequence[str] | None = None, ax=None):
   return ax
 
 
-def contact_sheet(images_uint8: np.ndarray, columns: int = 8, ax=None, titles=None):
-  """Images in a grid on one Axes (optionally a title under each row's images)."""
+def contact_sheet(images_uint8: np.ndarray, columns: int = 8, ax=None, title: str | None = None):
+  """uint8 images [N, H, W, 3] in a grid on one Axes; returns the Axes."""
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   images = np.asarray(images_uint8)
   n, h, w, c = images.shape
@@ -352,10 +373,10 @@ def contact_sheet(images_uint8: np.ndarray, columns: int = 8, ax=None, titles=No
     ax = plt.subplots(figsize=(columns, rows))[1]
   ax.imshow(grid)
   ax.set_axis_off()
-  if titles is not None:
-    ax.set_title(titles)
+  if title:
+    ax.set_title(title)
   return ax
 
 
 __all__ = ["Run", "contact_sheet", "load_config", "load_encoder", "load_run", "plot_loss",
-           "read_metrics", "train"]
+           "read_metrics", "toward", "train"]

@@ -227,14 +227,16 @@ def start(workdir: str, record: dict, changes: dict[str, tuple]):
   return lock
 
 
-def session(cfg: ml_collections.ConfigDict, workdir: str, evaluate_only: bool):
+def session(cfg: ml_collections.ConfigDict, workdir: str, evaluate_only: bool,
+            evaluate: bool = True):
   """Trains (resuming) or restores the run, then evaluates it if it completed: (run, report or None).
 
-  The CLI and `steerjax.api.train` both run this; errors propagate for the caller to present.
+  The CLI and `steerjax.api.train` both run this (the API evaluates through its `Run`, which
+  keeps the evaluators' cached features); errors propagate for the caller to present.
   """
   from steerjax import evaluators, train  # pylint: disable=g-import-not-at-top
   run = train.restore(cfg, workdir) if evaluate_only else train.train(cfg, workdir)
-  return run, evaluators.evaluate_run(run, workdir) if run.completed else None
+  return run, evaluators.evaluate_run(run, workdir) if evaluate and run.completed else None
 
 
 def _parse_flags(argv: list[str]) -> list[str]:

@@ -47,9 +47,14 @@ def random_init_variables(run: train_lib.Run) -> Any:
   return train_lib.init_variables(run.method, run.model, run.example_batch, run.config.seed + 1)
 
 
-def evaluate_run(run: train_lib.Run, workdir: str) -> dict[str, float]:
-  """Runs the configured evaluators and writes report.json / report.md."""
-  ctx = Context(run, workdir, train_lib.variables_for_eval(run.state), random_init_variables(run))
+def evaluate_run(run: train_lib.Run, workdir: str, ctx: Context | None = None) -> dict[str, float]:
+  """Runs the configured evaluators and writes report.json / report.md.
+
+  `ctx`: a Context of this run whose cached features and probe heads are reused
+  (`steerjax.api.Run` keeps one); by default a fresh one.
+  """
+  if ctx is None:
+    ctx = Context(run, workdir, train_lib.variables_for_eval(run.state), random_init_variables(run))
   report: dict[str, float] = {"train_seconds": run.train_seconds,
                               "train_steps": int(run.config.total_steps)}
   sections: dict[str, list[str]] = {}

@@ -252,13 +252,13 @@ def plot_layer_equivariance(results: Mapping[str, Mapping[str, Mapping[str, floa
       output); the "overall" entries are left out.
     path: where to write the PNG.
   """
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  # A bare Figure, not pyplot: writing the file must not switch a notebook's backend.
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
 
   panels = [(key, title) for key, title in (("correlation", "correlation Φ(Tx) vs T′Φ(x)"),
                                               ("lie_derivative", "Lie-derivative LEE")) if key in results]
-  fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+  fig = Figure(figsize=(5.5 * len(panels), 4))
+  axes = fig.subplots(1, len(panels), squeeze=False)
   for ax, (key, title) in zip(axes[0], panels):
     for family, per_layer in results[key].items():
       names = [k for k in per_layer if k != "overall"]
@@ -273,4 +273,3 @@ def plot_layer_equivariance(results: Mapping[str, Mapping[str, Mapping[str, floa
     ax.legend()
   fig.tight_layout()
   fig.savefig(path, dpi=100)
-  plt.close(fig)
