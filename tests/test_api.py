@@ -19,6 +19,7 @@ from steerjax import augment
 from steerjax import config as config_lib
 from steerjax import main as main_lib
 from steerjax.evaluators import base as eval_base
+from steerjax.metrics import probes
 
 # The tiny run every test here shares; `get_config` below rebuilds it for the CLI.
 TINY = textwrap.dedent("""
@@ -147,3 +148,23 @@ def test_train_refuses_a_bad_config_before_writing(tmp_path):
   with pytest.raises(config_lib.ConfigError, match="batch_size"):
     api.train(cfg, str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()
+
+
+def test_tta_curve_equals_steering_and_augmenting_by_hand(steerable):
+  _, workdir, _ = steerable
+  run = api.load_run(workdir)
+  (row,) = run.tta_curve(num_views=(2,), examples=8, repeats=1)
+  val = run.examples("val", 8)
+  images, labels = val["image"], val["label"]
+  policy = run.config.eval.tta_policy.to_dict()
+  params = run.sample(run.config.seed + 1000, 16, images.shape[1:3], policy)
+  views = run.augment(np.repeat(images, 2, 0), params, policy)  # image i's views at rows 2i, 2i+1
+  z = run.embed(images)
+  head = run.context().probe()["head"]
+  logits = lambda e: np.asarray(probes.probe_logits(head, e))
+  mean_softmax = lambda e: np.asarray(jax.nn.softmax(logits(e), -1)).reshape(8, 2, -1).mean(1)
+  image_probs = mean_softmax(run.embed_views(views))
+  steered_probs = mean_softmax(run.steer(np.repeat(z, 2, 0), run.encode(params)))
+  assert row["image_top1"] == np.mean(image_probs.argmax(-1) == labels)
+  assert row["steered_top1"] == np.mean(steered_probs.argmax(-1) == labels)
+  assert row["image_s"] > 0 and row["steered_s"] > 0
