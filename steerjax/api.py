@@ -263,6 +263,16 @@ class Run:
 _IDENTITY = {"box": (0.0, 0.0, 1.0, 1.0), "factors": (1.0, 1.0, 1.0, 0.0)}
 
 
+def identity_augmentation(n: int) -> dict:
+  """`n` copies of the parameters of no augmentation (whole-image crop, every op off): the
+  starting point for changing one parameter at a time."""
+  one = {"box": np.array(_IDENTITY["box"], np.float32), "flip": np.array(False),
+         "jitter": np.array(False), "order": np.arange(4, dtype=np.int32),
+         "factors": np.array(_IDENTITY["factors"], np.float32), "grayscale": np.array(False),
+         "blur": np.array(False), "sigma": np.array(0.0, np.float32), "solarize": np.array(False)}
+  return {k: np.repeat(v[None], n, 0) for k, v in one.items()}
+
+
 def toward(params: dict, t: float) -> dict:
   """The augmentation a fraction `t` of the way from the identity (t = 0) to `params` (t = 1):
   crop box and jitter factors move linearly; on/off ops (flip, grayscale, blur, solarize) stay
@@ -379,4 +389,4 @@ def contact_sheet(images_uint8: np.ndarray, columns: int = 8, ax=None, title: st
 
 
 __all__ = ["Run", "contact_sheet", "load_config", "load_encoder", "load_run", "plot_loss",
-           "read_metrics", "toward", "train"]
+           "identity_augmentation", "read_metrics", "toward", "train"]

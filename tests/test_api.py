@@ -168,3 +168,15 @@ def test_tta_curve_equals_steering_and_augmenting_by_hand(steerable):
   assert row["image_top1"] == np.mean(image_probs.argmax(-1) == labels)
   assert row["steered_top1"] == np.mean(steered_probs.argmax(-1) == labels)
   assert row["image_s"] > 0 and row["steered_s"] > 0
+
+
+def test_identity_augmentation_is_the_plain_resize_and_toward_ends_at_its_params(steerable):
+  _, workdir, _ = steerable
+  run = api.load_run(workdir)
+  images = run.examples("val", 4)["image"]
+  np.testing.assert_allclose(run.augment(images, api.identity_augmentation(4)),
+                             augment.resize_batch(images, run.method.image_size), atol=1e-6)
+  params = run.sample(3, 4, images.shape[1:3])
+  for key in ("box", "factors"):
+    np.testing.assert_allclose(api.toward(params, 1.0)[key], params[key], rtol=1e-6)
+    np.testing.assert_allclose(api.toward(params, 0.0)[key], api.identity_augmentation(4)[key])

@@ -69,3 +69,11 @@ def test_quickstart_runs_in_smoke_mode(tmp_path):
   assert len(outputs(nb, "image/png")) == 5  # contact sheet, loss, equivariance, TTA, PCA paths
   text = "".join(o.get("text", "") for o in outputs(nb, "stream"))
   assert "linear_probe_top1" in text and "speed-up" in text
+
+
+@pytest.mark.slow  # ~40-60 s on the shared 2-core machine: trains and evaluates the steering
+def test_steerers_explained_runs_in_smoke_mode(tmp_path):
+  nb = execute("steerers_explained.ipynb", SMOKE=True, WORKDIR=str(tmp_path / "run"))
+  assert len(outputs(nb, "image/png")) == 4  # generator norms, spectra/commutators, sweeps, errors
+  text = "".join(o.get("text", "") for o in outputs(nb, "stream"))
+  assert "crop side" in text and "steering error" in text
