@@ -106,6 +106,9 @@ def base_config() -> ml_collections.ConfigDict:
       evaluators=EVALUATORS,
       batch_size=512,
       max_examples=4000,  # cap on evaluation examples per split (0 = all)
+      # Online monitors (steerjax/monitor.py) every every_steps training steps (0 = off): kNN
+      # top-1 of monitor_examples val images against monitor_bank train images, steering error.
+      every_steps=50, monitor_examples=256, monitor_bank=512,
       **evaluators.config_defaults(),
   )
   return c
@@ -142,6 +145,8 @@ RANGES = {
     "optim.learning_rate": (Open(0), 1e6), "optim.weight_decay": (0, 100.0),
     "optim.momentum": (0, 1.0), "optim.warmup_epochs": (0, 1e6), "optim.warmup_steps": (0, _INT32),
     "eval.batch_size": (1, 2**20), "eval.max_examples": (0, _INT32),
+    "eval.every_steps": (0, _INT32), "eval.monitor_examples": (1, 10**6),
+    "eval.monitor_bank": (1, 10**6),
     "eval.knn_k": (1, 10_000), "eval.equivariance_examples": (1, 10**6),
     "eval.probe_epochs": (1, 100_000), "eval.probe_lr": (Open(0), 100.0),
     "eval.probe_batch_size": (1, 2**20), "eval.pixel_probe_size": (0, 256),

@@ -31,6 +31,7 @@ from steerjax import methods
 from steerjax import optim
 from steerjax.data.loader import Loader
 from steerjax.methods.base import Method
+from steerjax.monitor import Monitor
 
 DATA_AXIS = "data"
 # Train steps fold their step number into the run key; initialisation uses a stream no step reaches.
@@ -249,6 +250,7 @@ def train(config, workdir: str, mesh: Mesh | None = None) -> Run:
   if is_main:
     _truncate_metrics(metrics_path, start)
   step_fn = make_train_step(method, model, tx, mesh, config.total_steps)
+  monitor = Monitor(config, method, model, datasets, mesh, lambda arrays: global_batch(arrays, mesh))
   throughput = Throughput(config.batch_size)
   train_seconds = _train_seconds(workdir) if start else 0.0
 
@@ -271,9 +273,10 @@ def train(config, workdir: str, mesh: Mesh | None = None) -> Run:
             f"(step {ckpt.latest_step()}) is kept in {workdir}/checkpoints.")
       ex_per_s = throughput(time.perf_counter(), done)
       bar.update(1)
-      if done % config.log_every == 0 or done == config.total_steps:
+      monitored = monitor(done, variables_for_eval(state))
+      if done % config.log_every == 0 or done == config.total_steps or monitored:
         record = {"step": done, "lr": float(schedule(step)), "examples_per_s": ex_per_s,
-                  **{k: float(v) for k, v in metrics.items()}}
+                  **{k: float(v) for k, v in metrics.items()}, **monitored}
         log.write(json.dumps(record) + "\n")
         log.flush()
         for key, value in record.items():

@@ -140,7 +140,7 @@ def _wait_for_step(proc, workdir, step, timeout=300):
 
 
 def test_resume_after_sigkill_is_bit_identical(tmp_path):
-  steps = ["--config.total_steps=24", "--config.checkpoint_every=4"]
+  steps = ["--config.total_steps=24", "--config.checkpoint_every=4", "--config.eval.every_steps=6"]
   straight = _cli(tmp_path / "straight", *steps)
   _, err = straight.communicate(timeout=600)
   assert straight.returncode == 0, err[-2000:]
@@ -159,6 +159,14 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
   assert resumed.returncode == 0, err[-2000:]
   # The log holds each step once: lines after the restored checkpoint were replaced.
   assert _logged_steps(killed_dir) == list(range(1, 25))
+  # The online monitors are logged at the same steps with the same values.
+  monitors = [{k: v for k, v in r.items() if k == "step" or k.startswith("monitor_")}
+              for r in map(json.loads, open(os.path.join(killed_dir, "metrics.jsonl")))
+              if "monitor_knn_top1" in r]
+  with open(tmp_path / "straight" / "metrics.jsonl") as f:
+    expected = [{k: v for k, v in r.items() if k == "step" or k.startswith("monitor_")}
+                for r in map(json.loads, f) if "monitor_knn_top1" in r]
+  assert [m["step"] for m in monitors] == [6, 12, 18, 24] and monitors == expected
   a, b = _final_params(tmp_path / "straight", 24), _final_params(killed_dir, 24)
   for x, y in zip(ocp.tree.to_flat_dict(a).values(), ocp.tree.to_flat_dict(b).values()):
     np.testing.assert_array_equal(x, y)

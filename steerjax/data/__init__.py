@@ -2,9 +2,12 @@
 
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from steerjax.data.sources import ArraySource, DatasetNotFoundError, UnreadableImageError
 
-__all__ = ["ArraySource", "DatasetNotFoundError", "Datasets", "SOURCES", "UnreadableImageError", "get_datasets"]
+__all__ = ["ArraySource", "DatasetNotFoundError", "Datasets", "SOURCES", "UnreadableImageError", "get_datasets",
+           "read"]
 
 # data.name values with their own source; any other name is read as a prepared tfds dataset.
 SOURCES = ("synthetic3d", "3diebench", "folder")
@@ -43,3 +46,11 @@ def get_datasets(data_cfg) -> Datasets:
   train = tfds_source.TfdsSource(name, data_cfg.get("train_split", "train"), data_dir, size)
   val = tfds_source.TfdsSource(name, data_cfg.get("val_split", "test"), data_dir, size)
   return Datasets(train, val, train.num_classes, size, False)
+
+
+def read(source, indices: np.ndarray) -> dict[str, np.ndarray]:
+  """`source[indices]` as stacked arrays (one `take` where the source has it)."""
+  if hasattr(source, "take"):
+    return source.take(np.asarray(indices))
+  examples = [source[int(i)] for i in indices]
+  return {k: np.stack([e[k] for e in examples]) for k in examples[0]}

@@ -19,7 +19,7 @@ import numpy as np
 from steerjax import augment
 from steerjax import data
 from steerjax import train as train_lib
-from steerjax.data import tfds_source
+from steerjax.data import read, tfds_source
 from steerjax.data.loader import Loader, read_pairs
 from steerjax.methods.base import EvalFunctions
 from steerjax.metrics import probes
@@ -249,14 +249,6 @@ class Context:
   def require_steerer(self) -> None:
     if self.fns.steer is None:
       raise NotApplicable(f"method {self.config.method} has no steerer or predictor")
-
-
-def read(source, indices: np.ndarray) -> dict[str, np.ndarray]:
-  """`source[indices]` as stacked arrays (one `take` where the source has it)."""
-  if hasattr(source, "take"):
-    return source.take(np.asarray(indices))
-  examples = [source[int(i)] for i in indices]
-  return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
 
 
 def _host_copy(x):

@@ -15,26 +15,6 @@ from steerjax.evaluators import base
 from steerjax.metrics import equivariance
 
 
-def augment_compute(ctx: base.Context):
-  """compute(variables, index, image) -> the embeddings steering and γ need, for one chunk."""
-  policy, fns, size = ctx.run.method.policy(), ctx.fns, ctx.image_size
-  key = jax.random.PRNGKey(ctx.config.seed + 7)
-
-  def compute(variables, index, image):
-    images = image.astype(jnp.float32) / 255.0
-    params = jax.vmap(lambda i: policy.sample(jax.random.fold_in(key, i), images.shape[1:3]))(index)
-    apply = jax.vmap(lambda im, p: policy.apply(im, p, size))
-    embed = lambda x: fns.steer_embed(variables, x)
-    z = embed(augment.resize_batch(image, size))
-    z_t = embed(apply(images, params))
-    # γ needs one augmentation applied to two different images: each view's parameters are
-    # reused on the previous image of the chunk.
-    shifted = jnp.roll(images, 1, axis=0)
-    return {"z": z, "z_t": z_t, "z_p": fns.steer(variables, z, policy.encode(params)),
-            "zs": jnp.roll(z, 1, axis=0), "zs_t": embed(apply(shifted, params))}
-  return compute
-
-
 def pairs_compute(ctx: base.Context):
   """compute(variables, index, image, image2, transform) -> z, z_t, z_p for view pairs."""
   fns, size, g_dim = ctx.fns, ctx.image_size, ctx.run.method.g_dim()
@@ -54,7 +34,9 @@ def run(ctx: base.Context) -> dict:
     source = ctx.run.datasets.val
     rows = ctx.capped_indices("val")
     out = ctx.stream_compute(lambda r: base.read(source, rows[r]), len(rows),
-                             ctx.cached("steering_augment", lambda: augment_compute(ctx)),
+                             ctx.cached("steering_augment", lambda: equivariance.augmented_steering(
+                                 ctx.run.method.policy(), ctx.fns, ctx.image_size,
+                                 jax.random.PRNGKey(ctx.config.seed + 7))),
                              ctx.variables)
   else:
     pairs, read_rows = ctx.view_pairs("val", ctx.config.eval.max_examples or len(ctx.run.datasets.val))

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from steerjax import augment
 from steerjax.metrics.probes import l2_normalize
 
 
@@ -24,6 +25,25 @@ def steering_error(z_src, z_tgt, z_pred) -> float:
   num = jnp.mean(jnp.sum((z_tgt - z_pred) ** 2, -1))
   den = jnp.mean(jnp.sum((z_tgt - z_src) ** 2, -1))
   return float(num / den)
+
+
+def augmented_steering(policy, fns, size: int, key) -> Callable:
+  """`f(variables, index, image_uint8) -> {z, z_t, z_p, zs, zs_t}` for one batch: the plain
+  image's embedding z, its augmented view's z_t, the steered prediction z_p = ρ(g) z, and for
+  γ the previous image's embedding zs with the same augmentation's view zs_t. Example `index`
+  draws its augmentation from fold_in(key, index), so results do not depend on the batching.
+  `fns` is the method's `EvalFunctions` (steer_embed, steer)."""
+
+  def compute(variables, index, image):
+    images = image.astype(jnp.float32) / 255.0
+    params = jax.vmap(lambda i: policy.sample(jax.random.fold_in(key, i), images.shape[1:3]))(index)
+    apply = jax.vmap(lambda im, p: policy.apply(im, p, size))
+    embed = lambda x: fns.steer_embed(variables, x)
+    z = embed(augment.resize_batch(image, size))
+    return {"z": z, "z_t": embed(apply(images, params)),
+            "z_p": fns.steer(variables, z, policy.encode(params)),
+            "zs": jnp.roll(z, 1, axis=0), "zs_t": embed(apply(jnp.roll(images, 1, axis=0), params))}
+  return compute
 
 
 def steering_cosine(z_tgt, z_pred) -> float:

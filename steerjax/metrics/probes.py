@@ -140,6 +140,15 @@ def l2_normalize(x: jax.Array, axis: int = -1) -> jax.Array:
   return x / jnp.maximum(jnp.linalg.norm(x, axis=axis, keepdims=True), 1e-12)
 
 
+def knn_class_scores(queries, bank, bank_labels, num_classes: int, *, k: int = 20,
+                     temperature: float = 0.07):
+  """[Q, C] summed votes exp(sim / temperature) of each query's k most cosine-similar bank
+  points (queries and bank L2-normalised): the weighted kNN classifier, jittable."""
+  sims, idx = jax.lax.top_k(queries @ bank.T, min(k, bank.shape[0]))
+  votes = jax.nn.one_hot(bank_labels[idx], num_classes) * jnp.exp(sims / temperature)[..., None]
+  return votes.sum(1)
+
+
 def knn_accuracy(
     train_x,
     train_y,
@@ -164,13 +173,8 @@ def knn_accuracy(
   train_x = l2_normalize(jnp.asarray(train_x, jnp.float32))
   train_y = jnp.asarray(train_y, jnp.int32)
   val_x = l2_normalize(jnp.asarray(val_x, jnp.float32))
-  k = min(k, train_x.shape[0])
-
-  @jax.jit
-  def class_scores(queries):
-    sims, idx = jax.lax.top_k(queries @ train_x.T, k)
-    votes = jax.nn.one_hot(train_y[idx], num_classes) * jnp.exp(sims / temperature)[..., None]
-    return votes.sum(1)
+  class_scores = jax.jit(lambda queries: knn_class_scores(
+      queries, train_x, train_y, num_classes, k=k, temperature=temperature))
 
   scores = np.concatenate([
       np.asarray(class_scores(val_x[i : i + chunk_size])) for i in range(0, val_x.shape[0], chunk_size)
