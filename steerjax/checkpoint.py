@@ -61,6 +61,10 @@ def verify(step_dir: str) -> str | None:
   return None
 
 
+class CheckpointMismatchError(CheckpointError):
+  """The checkpoint is intact but holds another model's arrays (its config changed)."""
+
+
 class Checkpointer:
   """A thin wrapper over `ocp.CheckpointManager` with the run's policy."""
 
@@ -69,7 +73,8 @@ class Checkpointer:
         max_to_keep=keep, save_interval_steps=save_every, enable_async_checkpointing=True,
         create=True)
     self.directory = os.path.abspath(directory)
-    self.manager = ocp.CheckpointManager(self.directory, options=options)
+    self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                         item_handlers=ocp.StandardCheckpointHandler())
     self._unsealed = None  # the step whose save may still be in flight, manifest not yet written
 
   def latest_step(self) -> int | None:
@@ -80,6 +85,23 @@ class Checkpointer:
     step = self.latest_step() if step is None else step
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
     return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+
+  def mismatch(self, state, step: int) -> str | None:
+    """What differs between the checkpoint's arrays and `state`'s (another width, method or
+    model wrote it), or None when every path and shape agrees or the metadata is unreadable."""
+    try:
+      saved = ocp.tree.to_flat_dict(self.manager.item_metadata(step).tree)
+    except Exception:  # pylint: disable=broad-except  # unreadable metadata: a corrupt checkpoint
+      return None
+    wanted = ocp.tree.to_flat_dict(jax.tree.map(ocp.utils.to_shape_dtype_struct, state))
+    name = lambda path: "/".join(map(str, path))
+    for path, array in wanted.items():
+      if path not in saved:
+        return f"it has no {name(path)}"
+      if tuple(saved[path].shape) != tuple(array.shape):
+        return f"{name(path)} is {tuple(saved[path].shape)} there, {tuple(array.shape)} here"
+    extra = [p for p in saved if p not in wanted]
+    return f"it has {name(extra[0])}, which this model lacks" if extra else None
 
   def restore_latest_good(self, state, bad_dir: str):
     """(step, state) from the newest checkpoint that verifies and restores; (0, state) if none exist.
@@ -92,6 +114,12 @@ class Checkpointer:
     for step in steps:
       step_dir = os.path.join(self.directory, str(step))
       problem = verify(step_dir)
+      mismatch = self.mismatch(state, step) if problem is None else None
+      if mismatch:  # intact files written for another model: never move them aside
+        raise CheckpointMismatchError(
+            f"checkpoint {step_dir} was written for another model ({mismatch}); evaluate or "
+            "resume it with the config it was trained with (the workdir's config_changes.jsonl "
+            "lists the keys changed since), or use a new --workdir")
       if problem is None:
         try:
           return step, self.restore(state, step)

@@ -137,6 +137,14 @@ CKPT_SCRIPT = textwrap.dedent("""
       step, got = ck.restore_latest_good({k: np.zeros_like(v) for k, v in state.items()},
                                          directory + "_bad")
       print("restored", step, float(got["w"][0]), flush=True)
+    elif mode == "other_model":  # another width: same names, other shapes; then another tree
+      for wanted in ({"w": np.zeros(10, np.float32), "b": np.zeros(3, np.float32)},
+                     {"w": np.zeros(20000, np.float32), "b": np.zeros(3, np.float32),
+                      "extra": np.zeros(1, np.float32)}):
+        try:
+          ck.restore_latest_good(wanted, directory + "_bad")
+        except checkpoint.CheckpointMismatchError as e:
+          print("error:", e, flush=True)
     elif mode == "full_disk":
       ck.save(1, state)
       ck.close()
@@ -182,6 +190,19 @@ def test_bad_newest_checkpoint_is_named_and_previous_one_used(tmp_path, fault):
   assert f"checkpoint {directory / '2'} is bad (" in proc.stdout
   assert "restored 1 1.0" in proc.stdout  # step 1's values, not zeros and not step 2's
   assert os.path.isdir(f"{directory}_bad/2") and not os.path.exists(directory / "2")
+
+
+def test_checkpoint_of_another_model_is_refused_and_left_in_place(tmp_path):
+  """Intact checkpoints written for another width or model are not 'bad': they stay where they
+  are, and the error names the first array that differs."""
+  directory = tmp_path / "checkpoints"
+  assert _ckpt(directory, "save").returncode == 0
+  proc = _ckpt(directory, "other_model")
+  lines = [l for l in proc.stdout.splitlines() if l.startswith("error:")]
+  assert len(lines) == 2, proc.stdout + proc.stderr[-2000:]
+  assert "written for another model (w is (20000,) there, (10,) here)" in lines[0]
+  assert "(it has no extra)" in lines[1]
+  assert sorted(os.listdir(directory)) == ["1", "2"] and not os.path.exists(f"{directory}_bad")
 
 
 def test_all_checkpoints_bad_refuses_rather_than_starting_over(tmp_path):
