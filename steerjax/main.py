@@ -275,8 +275,8 @@ def main(argv: list[str], evaluate_only: bool = False) -> None:
     _fail(f"--workdir {_WORKDIR.value}: {e}; pass a folder you can write to")
   try:
     _, report = session(cfg, workdir, evaluate_only)
-  except (data.DatasetNotFoundError, data.UnreadableImageError, train.NoCheckpointError,
-          checkpoint.CheckpointMismatchError) as e:
+  except (data.DatasetNotFoundError, data.DatasetMismatchError, data.UnreadableImageError,
+          train.NoCheckpointError, checkpoint.CheckpointMismatchError) as e:
     _fail(str(e))
   except (train.NonFiniteLossError, checkpoint.CheckpointError) as e:
     print(f"error: {e}", file=sys.stderr)

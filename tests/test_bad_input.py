@@ -368,3 +368,21 @@ def test_cli_subprocess_gives_the_same_line(cases, existing_workdir):
     with contextlib.suppress(SystemExit):
       assert _run_in_process(argv)[1] == proc.stderr, case_id
   assert _tree(existing_workdir) == before
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("--config.batch_size=16", "config.batch_size=16 is larger than the "),
+    ("--config.data.pairs=true", "config.data.pairs=True needs a dataset with several views"),
+])
+def test_data_that_cannot_serve_the_config_is_one_line(tmp_path, override, expected):
+  """Found only once the data is listed (a folder of 4 images), still before any compilation."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  (tmp_path / "images").mkdir()
+  for k in range(4):
+    Image.fromarray(np.full((8, 8, 3), 40 * k, np.uint8)).save(tmp_path / "images" / f"{k}.png")
+  code, err = _run_in_process(["steerjax.main", "--config", DEFAULT, f"--workdir={tmp_path / 'run'}",
+                               *TINY, "--config.data.name=folder", f"--config.data.root={tmp_path / 'images'}",
+                               "--config.batch_size=2", override])
+  assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err[-3000:]
+  assert expected in err

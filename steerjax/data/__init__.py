@@ -4,10 +4,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from steerjax.data.sources import ArraySource, DatasetNotFoundError, UnreadableImageError
+from steerjax.data.sources import ArraySource, DatasetMismatchError, DatasetNotFoundError, UnreadableImageError
 
-__all__ = ["ArraySource", "DatasetNotFoundError", "Datasets", "SOURCES", "UnreadableImageError", "get_datasets",
-           "read"]
+__all__ = ["ArraySource", "DatasetMismatchError", "DatasetNotFoundError", "Datasets", "SOURCES",
+           "UnreadableImageError", "get_datasets", "read"]
 
 # data.name values with their own source; any other name is read as a prepared tfds dataset.
 SOURCES = ("synthetic3d", "3diebench", "folder")

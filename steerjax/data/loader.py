@@ -15,6 +15,7 @@ from concurrent import futures
 import numpy as np
 
 from steerjax.data import rotations
+from steerjax.data import sources
 
 
 def read_pairs(read, indices: np.ndarray) -> dict:
@@ -36,9 +37,11 @@ class Loader:
       import jax  # pylint: disable=g-import-not-at-top
       process_index, process_count = jax.process_index(), jax.process_count()
     if global_batch_size % process_count:
-      raise ValueError(f"global batch {global_batch_size} is not divisible by {process_count} processes")
+      raise sources.DatasetMismatchError(
+          f"config.batch_size={global_batch_size} is not a multiple of the {process_count} processes")
     if pairs and not getattr(source, "has_views", False):
-      raise ValueError("pairs=True needs a source with several views per object")
+      raise sources.DatasetMismatchError(
+          "config.data.pairs=True needs a dataset with several views per object (synthetic3d, 3diebench)")
     self.source, self.global_batch_size, self.seed, self.pairs = source, global_batch_size, seed, pairs
     self.process_index, self.process_count = process_index, process_count
     self.local_batch_size = global_batch_size // process_count
@@ -47,7 +50,9 @@ class Loader:
     num_units = len(self._table) if pairs else len(source)
     self.steps_per_epoch = num_units // global_batch_size
     if self.steps_per_epoch == 0:
-      raise ValueError(f"global batch {global_batch_size} is larger than the {num_units} examples/objects")
+      raise sources.DatasetMismatchError(
+          f"config.batch_size={global_batch_size} is larger than the {num_units} training "
+          f"{'objects' if pairs else 'examples'}; use a smaller batch or more data")
     self._num_units = num_units
     self._perm_cache = collections.OrderedDict()
     self._pool = None if hasattr(source, "take") else futures.ThreadPoolExecutor(num_workers)

@@ -14,6 +14,10 @@ class DatasetNotFoundError(FileNotFoundError):
   """A dataset is missing or not prepared; the message says where it looked and what to do."""
 
 
+class DatasetMismatchError(ValueError):
+  """The dataset cannot serve the configured batch or pairs; the message names the config key."""
+
+
 class UnreadableImageError(ValueError):
   """An image file of a dataset cannot be decoded; the message names it and how to skip such files."""
 
