@@ -73,17 +73,32 @@ def _update(node: ml_collections.ConfigDict, values: dict) -> None:
         node[key] = value
 
 
-def _chunked(fn, variables, x: np.ndarray, batch_size: int) -> np.ndarray:
-  """`fn(variables, chunk)` over the leading axis in equal chunks (one compiled shape)."""
-  n = len(x)
-  bs = max(1, min(batch_size, n))
+def _shardings():
+  """(replicated, batch-sharded) over this process's devices, as evaluation shards."""
+  mesh = jax.sharding.Mesh(np.asarray(jax.local_devices()), ("data",))
+  return (jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()),
+          jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data")))
+
+
+def _sharded_jit(fn, num_batched: int):
+  """`jax.jit(fn)` for `fn(variables, *batched)`: variables replicated, the `num_batched`
+  arrays and the output sharded on their leading axis."""
+  replicated, batch = _shardings()
+  return jax.jit(fn, in_shardings=(replicated,) + (batch,) * num_batched, out_shardings=batch)
+
+
+def _chunked(fn, variables, arrays: tuple, batch_size: int) -> np.ndarray:
+  """`fn(variables, *chunk)` over the leading axis in equal chunks (one compiled shape, a
+  multiple of the local device count)."""
+  n, devices = len(arrays[0]), jax.local_device_count()
+  bs = -(-max(1, min(batch_size, n)) // devices) * devices
   outs = []
   for i in range(0, n, bs):
-    chunk = x[i:i + bs]
-    pad = bs - len(chunk)
+    chunk = [np.asarray(a[i:i + bs]) for a in arrays]
+    pad = bs - len(chunk[0])
     if pad:
-      chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, 0)])
-    outs.append(np.asarray(fn(variables, chunk))[: bs - pad])
+      chunk = [np.concatenate([c, np.repeat(c[-1:], pad, 0)]) for c in chunk]
+    outs.append(np.asarray(fn(variables, *chunk))[: bs - pad])
   return np.concatenate(outs)
 
 
@@ -148,16 +163,16 @@ class Run:
     source = getattr(self.trained.datasets, split)
     return eval_base.read(source, np.arange(min(n, len(source))))
 
-  def _jit(self, name, make):
+  def _jit(self, name, make, num_batched: int = 1):
     if name not in self._cache:
-      self._cache[name] = jax.jit(make())
+      self._cache[name] = _sharded_jit(make(), num_batched)
     return self._cache[name]
 
   def embed(self, images_uint8: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Representations [N, d] of uint8 images [N, H, W, 3], resized as evaluation resizes."""
     size, embed = self.method.image_size, self.fns.embed
     fn = self._jit("embed", lambda: lambda v, x: embed(v, augment.resize_batch(x, size)))
-    return _chunked(fn, self.variables, np.asarray(images_uint8), batch_size)
+    return _chunked(fn, self.variables, (images_uint8,), batch_size)
 
   def steer_embed(self, images_uint8: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """The embeddings the steerer acts on (the representation itself for steerable; SIE's and
@@ -165,14 +180,14 @@ class Run:
     self._require_steerer()
     size, embed = self.method.image_size, self.fns.steer_embed
     fn = self._jit("steer_embed", lambda: lambda v, x: embed(v, augment.resize_batch(x, size)))
-    return _chunked(fn, self.variables, np.asarray(images_uint8), batch_size)
+    return _chunked(fn, self.variables, (images_uint8,), batch_size)
 
-  def steer(self, embeddings, g) -> np.ndarray:
+  def steer(self, embeddings, g, batch_size: int = 4096) -> np.ndarray:
     """ρ(g) z for embeddings [N, d'] and g [N, k] (or one g [k] for all)."""
     self._require_steerer()
-    z = jnp.asarray(embeddings)
-    g = jnp.broadcast_to(jnp.asarray(g, jnp.float32), (z.shape[0], jnp.shape(g)[-1]))
-    return np.asarray(self._jit("steer", lambda: self.fns.steer)(self.variables, z, g))
+    z = np.asarray(embeddings, np.float32)
+    g = np.broadcast_to(np.asarray(g, np.float32), (len(z), np.shape(g)[-1]))
+    return _chunked(self._jit("steer", lambda: self.fns.steer, 2), self.variables, (z, g), batch_size)
 
   def _require_steerer(self):
     if self.fns.steer is None:
@@ -198,7 +213,7 @@ class Run:
   def embed_views(self, views: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Representations of float views already at the encoder's input size (from `augment`)."""
     fn = self._jit("embed_views", lambda: self.fns.embed)
-    return _chunked(fn, self.variables, np.asarray(views, np.float32), batch_size)
+    return _chunked(fn, self.variables, (np.asarray(views, np.float32),), batch_size)
 
   def context(self) -> eval_base.Context:
     """The evaluators' Context on this run (cached features, probe head), made once."""
@@ -229,31 +244,40 @@ class Run:
     if not (self.method.steers_representation and self.fns.steer is not None):
       raise ValueError(f"method {self.config.method} does not steer the representation")
     ctx, fns, size = self.context(), self.fns, self.method.image_size
-    head = ctx.probe()["head"]
-    head_fn = lambda z: probes.probe_logits(head, z)
+    state = (self.variables, ctx.probe()["head"])
     val = ctx.subset("val", examples)
-    images, labels = jnp.asarray(val["image"]), val["label"]
+    images, labels = val["image"], val["label"]
     policy = augment.get_policy(self.config.eval.tta_policy.to_dict())
-    embed = lambda x: fns.embed(self.variables, x)
-    steerer = (dict(basis_fn=lambda z: fns.steer_basis(self.variables, z),
-                    combine_fn=lambda z, b, g: fns.steer_combine(self.variables, z, b, g))
-               if fns.steer_basis is not None else
-               dict(steer_fn=lambda z, g: fns.steer(self.variables, z, g)))
-    image_path = jax.jit(lambda x, p: tta_lib.image_tta(
-        embed, head_fn, x.astype(jnp.float32) / 255.0, lambda im, q: policy.apply(im, q, size),
-        p, batch_size=self.config.eval.batch_size))
-    steered_path = jax.jit(lambda x, g: tta_lib.steered_tta(
-        head_fn, embed(augment.resize_batch(x, size)), g, **steerer))
+
+    def image_path(state, x, params):
+      variables, head = state
+      return tta_lib.image_tta(functools.partial(fns.embed, variables),
+                               lambda z: probes.probe_logits(head, z),
+                               x.astype(jnp.float32) / 255.0,
+                               lambda im, q: policy.apply(im, q, size), params,
+                               batch_size=self.config.eval.batch_size)
+
+    def steered_path(state, x, g):
+      variables, head = state
+      steerer = (dict(basis_fn=functools.partial(fns.steer_basis, variables),
+                      combine_fn=functools.partial(fns.steer_combine, variables))
+                 if fns.steer_basis is not None else
+                 dict(steer_fn=functools.partial(fns.steer, variables)))
+      z = fns.embed(variables, augment.resize_batch(x, size))
+      return tta_lib.steered_tta(lambda e: probes.probe_logits(head, e), z, g, **steerer)
+
+    paths = {"image": _sharded_jit(image_path, 2), "steered": _sharded_jit(steered_path, 2)}
+    devices = jax.local_device_count()
+    images, labels = images[: len(images) // devices * devices], labels[: len(labels) // devices * devices]
     rows = []
     for n in num_views:
       params = self.sample(self.config.seed + 1000, len(images) * n, images.shape[1:3], policy)
       params = jax.tree.map(lambda p: p.reshape(len(images), n, *p.shape[1:]), params)
-      g = jnp.asarray(self.encode(params))
       row = {"num_views": n}
-      for mode, fn, arg in (("image", image_path, params), ("steered", steered_path, g)):
-        probs = np.asarray(fn(images, arg))  # compiles
+      for mode, arg in (("image", params), ("steered", self.encode(params))):
+        probs = np.asarray(paths[mode](state, images, arg))  # compiles
         row[f"{mode}_top1"] = float(np.mean(probs.argmax(-1) == labels))
-        row[f"{mode}_s"] = _best_time(fn, (images, arg), repeats)
+        row[f"{mode}_s"] = _best_time(paths[mode], (state, images, arg), repeats)
       rows.append(row)
     return rows
 
