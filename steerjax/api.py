@@ -378,11 +378,11 @@ def read_metrics(workdir: str) -> dict[str, np.ndarray]:
 
 def plot_loss(workdir: str, keys: Sequence[str] | None = None, ax=None):
   """The logged loss terms against the step, from metrics.jsonl; returns the matplotlib Axes.
-  Default keys: the loss and each named term the method logs."""
+  Default keys: the loss and each named term the method logs (not the online monitors)."""
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   columns = read_metrics(workdir)
   not_terms = {"step", "lr", "examples_per_s", "grad_norm", "param_norm"}
-  keys = keys or [k for k in columns if k not in not_terms]
+  keys = keys or [k for k in columns if k not in not_terms and not k.startswith("monitor_")]
   if ax is None:
     ax = plt.subplots(figsize=(5, 3.5))[1]
   for key in keys:
