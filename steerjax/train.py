@@ -77,8 +77,13 @@ def init_variables(method: Method, model: nn.Module, example_batch: dict[str, np
 
 
 def create_state(method: Method, model: nn.Module, tx: optax.GradientTransformation,
-                 example_batch: dict[str, np.ndarray], seed: int, mesh: Mesh) -> TrainState:
-  """Initialises parameters, optimiser state and EMA target, replicated on the mesh."""
+                 example_batch: dict[str, np.ndarray], seed: int, mesh: Mesh,
+                 abstract: bool = False) -> TrainState:
+  """Initialises parameters, optimiser state and EMA target, replicated on the mesh.
+
+  `abstract`: only their shapes, dtypes and shardings (a restore target), so nothing is
+  compiled or computed.
+  """
 
   def init():
     variables = init_variables(method, model, example_batch, seed)
@@ -90,7 +95,8 @@ def create_state(method: Method, model: nn.Module, tx: optax.GradientTransformat
                       target_batch_stats=batch_stats if target else None,
                       rng=jax.random.PRNGKey(seed))
 
-  return jax.jit(init, out_shardings=replicated(mesh))()
+  init = jax.jit(init, out_shardings=replicated(mesh))
+  return init.eval_shape() if abstract else init()
 
 
 def make_train_step(method: Method, model: nn.Module, tx: optax.GradientTransformation,
@@ -224,8 +230,8 @@ def _train_seconds(workdir: str) -> float:
     return json.load(f)["seconds"]
 
 
-def setup(config, mesh: Mesh | None = None):
-  """Builds data, method, model, optimiser, loader and the fresh train state."""
+def setup(config, mesh: Mesh | None = None, abstract_state: bool = False):
+  """Builds data, method, model, optimiser, loader and the fresh (or abstract) train state."""
   mesh = mesh or make_mesh()
   datasets = data.get_datasets(config.data)
   method = methods.get_method(config, datasets.num_classes)
@@ -234,7 +240,7 @@ def setup(config, mesh: Mesh | None = None):
                   process_index=jax.process_index(), process_count=jax.process_count())
   tx, schedule = optim.make_optimizer(config.optim, config.total_steps, loader.steps_per_epoch)
   example = {k: v[:2] for k, v in loader.batch(0).items()}
-  state = create_state(method, model, tx, example, config.seed, mesh)
+  state = create_state(method, model, tx, example, config.seed, mesh, abstract_state)
   return datasets, method, model, loader, tx, schedule, state, mesh, example
 
 
@@ -305,8 +311,9 @@ class NoCheckpointError(FileNotFoundError):
 
 
 def restore(config, workdir: str, mesh: Mesh | None = None) -> Run:
-  """The run as of the workdir's latest checkpoint, for evaluation only."""
-  datasets, method, model, _, _, _, state, mesh, example = setup(config, mesh)
+  """The run as of the workdir's latest checkpoint, for evaluation only (the checkpoint is read
+  into an abstract state: no initialisation is compiled)."""
+  datasets, method, model, _, _, _, state, mesh, example = setup(config, mesh, abstract_state=True)
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint_every,
                                  config.keep_checkpoints)
   if ckpt.latest_step() is None:

@@ -128,15 +128,19 @@ def test_plot_loss_draws_each_logged_term(steerable):
 
 
 def test_load_encoder_gives_the_online_not_the_ema_encoder(tmp_path_factory):
-  """A BYOL checkpoint whose EMA target differs from the online network everywhere (built
-  without training, so the test stays cheap): the API must hand back the online encoder."""
+  """A BYOL checkpoint whose EMA target differs from the online network everywhere (random
+  values of the state's shapes, nothing compiled, so the test stays cheap): the API must hand
+  back the online encoder."""
   _, cfg = _config(tmp_path_factory, "byol")
   workdir = str(tmp_path_factory.mktemp("byol"))
   main_lib.start(workdir, *main_lib.accept(cfg, "test", [], workdir, jax.device_count())).close()
-  state = train.setup(cfg)[6]
+  rng = np.random.default_rng(0)
+  fill = lambda s: (rng.standard_normal(s.shape) if np.issubdtype(s.dtype, np.floating)
+                    else np.zeros(s.shape)).astype(s.dtype)
+  state = jax.tree.map(fill, train.setup(cfg, abstract_state=True)[6])
   shift = lambda tree: jax.tree.map(lambda x: x + 1.0, tree)
-  state = state.replace(target_params=shift(state.target_params),
-                        target_batch_stats=shift(state.target_batch_stats))
+  state = state.replace(target_params=shift(state.params),
+                        target_batch_stats=shift(state.batch_stats))
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), 1, 1)
   ckpt.save(1, state, force=True)
   ckpt.close()
