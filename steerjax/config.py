@@ -226,6 +226,15 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int = 1) -> None:
     policies.get_policy(cfg.eval.tta_policy.to_dict())
   except (ValueError, TypeError) as e:
     raise ConfigError(f"config.eval.tta_policy: {e}") from None
+  from steerjax.evaluators import ood  # pylint: disable=g-import-not-at-top
+  for name in cfg.eval.ood_corruptions:
+    if name not in ood.corruptions.ALL:
+      _fail("eval.ood_corruptions", name, f"names from {', '.join(ood.corruptions.ALL)}")
+  if cfg.eval.ood_baseline:
+    try:
+      ood.baseline_errors(cfg.eval.ood_baseline, cfg.eval.ood_corruptions)
+    except ValueError as e:
+      _fail("eval.ood_baseline", cfg.eval.ood_baseline, f"a baseline run's report.json: {e}")
   pairs = {}
   for key in ("policy", "policy2"):
     value = cfg.augment[key]

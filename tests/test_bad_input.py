@@ -42,7 +42,7 @@ NAMES = {**config_lib.CHOICES, "augment.policy": policies.POLICY_NAMES,
          "data.name": data.SOURCES}
 # Free text (paths, split names): any string is a valid type.
 FREE_TEXT = {"data.data_dir", "data.root", "data.index_dir", "data.train_split", "data.val_split",
-             "eval.ood_split"}
+             "eval.ood_split", "eval.ood_baseline"}
 
 
 def _leaves(node, prefix=""):

@@ -1,13 +1,19 @@
 """steerjax's ImageNet-C corruptions against the `imagecorruptions` package, on the same images and seeds."""
 
 import importlib.util
+import json
 import os
+import re
 import sys
 import types
 
+import ml_collections
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
+from steerjax import config as config_lib
+from steerjax.evaluators import ood as ood_eval
 from steerjax.metrics import corruptions
 
 
@@ -121,3 +127,65 @@ def test_noise_depends_on_seed_and_index():
 def test_unknown_corruption_or_severity_raises(name, severity):
   with pytest.raises(ValueError):
     corruptions.corrupt(_images((8, 8), 1, seed=0), name, severity)
+
+
+# --- the benchmark's numbers (ood evaluator) ----------------------------------------------------
+
+
+def test_mce_is_mean_error_or_ce_normalised_by_the_baseline(tmp_path):
+  names = corruptions.CORRUPTIONS + ("saturate",)
+  rng = np.random.default_rng(0)
+  errors = {(n, s): float(rng.uniform(0.1, 0.9)) for n in names for s in range(1, 6)}
+  base = {(n, s): float(rng.uniform(0.2, 0.95)) for n in names for s in range(1, 6)}
+  plain = ood_eval.summary(errors, names)
+  mean_error = {n: np.mean([errors[n, s] for s in range(1, 6)]) for n in names}
+  assert plain["corrupt_mce"] == pytest.approx(np.mean([mean_error[n] for n in corruptions.CORRUPTIONS]))
+  assert plain["corrupt_top1_saturate"] == pytest.approx(1 - mean_error["saturate"])
+  assert plain["corrupt_top1_mean"] == pytest.approx(1 - np.mean(list(errors.values())))
+  # ImageNet-C's CE: errors summed over severities over the baseline's; extras not in mCE.
+  report = {f"corrupt_top1_{n}_s{s}": 1 - base[n, s] for n in names for s in range(1, 6)}
+  (tmp_path / "report.json").write_text(json.dumps(report))
+  read = ood_eval.baseline_errors(str(tmp_path / "report.json"), names)
+  assert read == pytest.approx(base)
+  ce = {n: sum(errors[n, s] for s in range(1, 6)) / sum(base[n, s] for s in range(1, 6)) for n in names}
+  normalised = ood_eval.summary(errors, names, read)
+  assert normalised["corrupt_ce_fog"] == pytest.approx(ce["fog"])
+  assert normalised["corrupt_mce"] == pytest.approx(np.mean([ce[n] for n in corruptions.CORRUPTIONS]))
+  assert ood_eval.summary(base, names, read)["corrupt_mce"] == pytest.approx(1.0)
+
+
+def _ctx(name, val_split, val_len):
+  cfg = ml_collections.ConfigDict(dict(data=dict(name=name, val_split=val_split, data_dir="", image_size=32)))
+  return types.SimpleNamespace(config=cfg, run=types.SimpleNamespace(
+      datasets=types.SimpleNamespace(val=range(val_len))))
+
+
+@pytest.mark.parametrize("dataset, split", [("cifar10", "test"), ("imagenet2012", "validation")])
+def test_prepared_corrupted_sets_read_when_the_dataset_matches(dataset, split):
+  with tfds.testing.mock_data(num_examples=6):
+    for name in corruptions.CORRUPTIONS + corruptions.EXTRA_CORRUPTIONS:  # tfds knows each name
+      got = ood_eval._prepared(_ctx(dataset, split, 6), name, 2, np.array([4, 1]))
+      assert got["image"].shape == (2, 32, 32, 3) and got["image"].dtype == np.uint8, name
+      assert got["label"].shape == (2,)
+    # Another clean split, another dataset, or another size of split: generate instead.
+    assert ood_eval._prepared(_ctx(dataset, "train", 6), "fog", 2, np.array([0])) is None
+    assert ood_eval._prepared(_ctx("cifar100", "test", 6), "fog", 2, np.array([0])) is None
+    assert ood_eval._prepared(_ctx(dataset, split, 7), "fog", 2, np.array([0])) is None
+
+
+def test_absent_prepared_set_is_generated(tmp_path):
+  ctx = _ctx("cifar10", "test", 6)
+  ctx.config.data.data_dir = str(tmp_path)
+  assert ood_eval._prepared(ctx, "fog", 2, np.array([0])) is None
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("ood_corruptions", ("fog", "jpeg"), "config.eval.ood_corruptions='jpeg' is not allowed; expected names from gaussian_noise"),
+    ("ood_baseline", "/no/such/report.json", "config.eval.ood_baseline='/no/such/report.json' is not allowed; "
+     "expected a baseline run's report.json: cannot read"),
+])
+def test_config_names_bad_corruption_keys(key, value, message):
+  cfg = config_lib.base_config()
+  cfg.eval[key] = value
+  with pytest.raises(config_lib.ConfigError, match=re.escape(message)):
+    config_lib.validate(cfg)

@@ -15,6 +15,7 @@ from steerjax.data.loader import read_pairs
 from steerjax.evaluators import steering as steering_eval
 from steerjax.evaluators import transfer as transfer_eval
 from steerjax.evaluators import tta as tta_eval
+from steerjax.metrics import corruptions
 from steerjax.metrics import equivariance
 from steerjax.metrics import probes
 
@@ -64,6 +65,11 @@ def test_every_evaluator_reports_on_steerable(trained):
               "equiv_corr_translate_overall"):
     assert np.isfinite(report[key]), key
   assert "ood_auc_agreement_none_mean" not in report  # one view always agrees with itself
+  # ImageNet-C's 15 corruptions, generated (synthetic3d has no prepared corrupted set); no
+  # baseline, so mCE is the plain mean error.
+  assert report["corrupt_prepared_fraction"] == 0
+  assert report["corrupt_mce"] == pytest.approx(np.mean(
+      [1 - report[f"corrupt_top1_{c}_s{s}"] for c in corruptions.CORRUPTIONS for s in range(1, 6)]))
   with open(f"{workdir}/report.md") as f:
     markdown = f.read()
   # The only evaluator that does not apply says why; the others have their sections.

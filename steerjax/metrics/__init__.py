@@ -4,5 +4,5 @@
 - `equivariance`: steering error/cosine, gamma, SIE retrieval (MRR, H@k), PRE, R^2.
 - `learned_equivariance`: per-layer correlation measure and Lie-derivative LEE.
 - `ood`: MSP/entropy scores and rank-based ROC AUC.
-- `corruptions`: ImageNet-C-style corruptions for small images.
+- `corruptions`: the 15 ImageNet-C corruptions at 5 severities, equal to the `imagecorruptions` package.
 """
