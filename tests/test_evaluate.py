@@ -87,8 +87,12 @@ def test_report_files_agree(trained):
     assert json.load(f) == pytest.approx(report)
   with open(f"{workdir}/report.md") as f:
     markdown = f.read()
-  for key in ("linear_probe_top1", "steering_error", "tta_steered_top1", "rotation_r2_all"):
+  for key in ("linear_probe_top1", "steering_error", "tta_steered_top1", "rotation_r2_all", "corrupt_mce"):
     assert f"| {key} | {report[key]:.4f} |" in markdown
+  # The corruption benchmark is one grid: a row per corruption, severities 1..5, mean, CE.
+  row = [report[f"corrupt_top1_fog_s{s}"] for s in range(1, 6)] + [report["corrupt_top1_fog"], report["corrupt_ce_fog"]]
+  assert "| fog | " + " | ".join(f"{v:.4f}" for v in row) + " |" in markdown
+  assert "| corrupt_top1_fog_s1 |" not in markdown
 
 
 def test_restored_run_gives_the_same_report(trained):

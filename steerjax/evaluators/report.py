@@ -19,6 +19,21 @@ def _row(key: str, value) -> str:
   return f"| {key} | {value:.4f} |" if isinstance(value, float) else f"| {key} | {value} |"
 
 
+def _corruption_table(report: dict, keys: list[str]) -> tuple[list[str], set[str]]:
+  """The ImageNet-C grid (corruption × severity top-1, its mean and CE) and the keys it shows."""
+  names = list(dict.fromkeys(k[len("corrupt_top1_"):-3] for k in keys
+                             if k.startswith("corrupt_top1_") and k[-3:-1] == "_s"))
+  if not names:
+    return [], set()
+  lines = ["", "| corruption | s1 | s2 | s3 | s4 | s5 | mean top-1 | CE |", "|---|---|---|---|---|---|---|---|"]
+  used = set()
+  for name in names:
+    row = [f"corrupt_top1_{name}_s{s}" for s in range(1, 6)] + [f"corrupt_top1_{name}", f"corrupt_ce_{name}"]
+    used.update(k for k in row if k in report)
+    lines.append(f"| {name} | " + " | ".join(f"{report[k]:.4f}" if k in report else "" for k in row) + " |")
+  return lines, used
+
+
 def write(report: dict, sections: dict[str, list[str]], skipped: dict[str, str], config,
           workdir: str, order: list[str]) -> None:
   with open(os.path.join(workdir, "report.json"), "w") as f:
@@ -34,7 +49,9 @@ def write(report: dict, sections: dict[str, list[str]], skipped: dict[str, str],
     keys = sections[section]
     first = [k for k in HEADLINES.get(section, ()) if k in keys]
     lines += ["", f"## {section[0].upper()}{section[1:]}", "", "| metric | value |", "|---|---|"]
-    lines += [_row(k, report[k]) for k in first + [k for k in keys if k not in first]]
+    table, in_table = _corruption_table(report, keys)
+    lines += [_row(k, report[k]) for k in first + [k for k in keys if k not in first and k not in in_table]]
+    lines += table
   if skipped:
     lines += ["", "## Skipped", ""] + [f"- {name}: {why}" for name, why in skipped.items()]
   with open(os.path.join(workdir, "report.md"), "w") as f:
