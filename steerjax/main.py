@@ -281,6 +281,15 @@ def main(argv: list[str], evaluate_only: bool = False) -> None:
   except (train.NonFiniteLossError, checkpoint.CheckpointError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
+  except jax.errors.JaxRuntimeError as e:
+    if jax.process_count() == 1:
+      raise
+    # A collective failed because another process of the run died. Exit at once: the normal
+    # shutdown would wait for the dead process at a barrier until its heartbeat times out.
+    print(f"error: process {jax.process_index()} of {jax.process_count()} lost another process "
+          f"of this run ({str(e).splitlines()[0]}); the checkpoints in {workdir} are kept: rerun "
+          "every process with the same command to resume", file=sys.stderr, flush=True)
+    os._exit(1)  # pylint: disable=protected-access
   if report is None:
     return
   if jax.process_index() == 0:

@@ -105,3 +105,38 @@ def test_two_process_checkpoint_resumes_in_one_process(tmp_path):
   one = ocp.tree.to_flat_dict(one["params"])
   for key in one:
     np.testing.assert_allclose(resumed[key], one[key], rtol=2e-4, atol=2e-5, err_msg=str(key))
+
+
+@pytest.mark.slow  # ~2 min on 2 cores: a 2-process run, one process killed, then both rerun
+def test_killing_one_process_stops_the_other_with_a_clear_message_and_both_resume(tmp_path):
+  import signal, time  # pylint: disable=g-import-not-at-top,multiple-imports
+  from test_trainer import _logged_steps  # pylint: disable=g-import-not-at-top
+  env = _env(JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo")
+
+  def launch():
+    address = f"127.0.0.1:{_free_port()}"
+    return [subprocess.Popen(_main(tmp_path, "--coordinator_address", address, "--num_processes", "2",
+                                   "--process_id", str(i), "--config.total_steps=40",
+                                   '--config.eval.evaluators=("knn",)'),
+                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True) for i in range(2)]
+
+  procs, deadline = launch(), time.time() + 400
+  while max(_logged_steps(tmp_path), default=0) < 3 and time.time() < deadline:
+    assert procs[0].poll() is None, procs[0].communicate()[1][-2000:]
+    time.sleep(0.05)
+  procs[1].send_signal(signal.SIGKILL)
+  killed_at = time.time()
+  _, err = procs[0].communicate(timeout=120)  # no hang
+  procs[1].communicate()
+  assert time.time() - killed_at < 30, "the surviving process waited for the dead one"
+  assert procs[0].returncode == 1
+  lines = [l for l in err.splitlines() if l.startswith("error:")]
+  assert len(lines) == 1 and "lost another process of this run" in lines[0], err[-2000:]
+  assert max(_logged_steps(tmp_path)) < 40
+
+  procs = launch()
+  for p in procs:
+    _, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err[-2000:]
+  assert _logged_steps(tmp_path) == list(range(1, 41))  # resumed, every step logged once
