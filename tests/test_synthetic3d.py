@@ -151,3 +151,21 @@ def test_get_datasets_splits_by_object(tmp_path, monkeypatch):
   assert len(ds.train) + len(ds.val) == 10 * synthetic3d.NUM_CLASSES and len(ds.val) == 2 * synthetic3d.NUM_CLASSES
   assert not set(ds.train.arrays["object_id"]) & set(ds.val.arrays["object_id"])
   assert ds.val.object_table().shape == (synthetic3d.NUM_CLASSES, 2)
+
+
+@pytest.mark.parametrize("fault", ["truncate", "garble"])
+def test_damaged_cache_is_named_and_rendered_again(tmp_path, monkeypatch, capsys, fault):
+  monkeypatch.setenv("STEERJAX_CACHE", str(tmp_path))
+  first = synthetic3d.load(4, 2, 32, seed=5)
+  path = synthetic3d.cache_path(4, 2, 32, seed=5)
+  size = os.path.getsize(path)
+  with open(path, "r+b") as f:
+    if fault == "truncate":
+      f.truncate(size // 2)
+    else:
+      f.write(b"\x00" * 64)
+  again = synthetic3d.load(4, 2, 32, seed=5)
+  assert f"the synthetic3d cache {path} is unreadable" in capsys.readouterr().out
+  for key in first:
+    np.testing.assert_array_equal(first[key], again[key])
+  assert os.path.getsize(path) == size  # the cache was rewritten whole

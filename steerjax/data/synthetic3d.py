@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import time
+import zipfile
 from concurrent import futures
 
 import jax
@@ -503,8 +504,17 @@ def load(num_objects: int, views_per_object: int, image_size: int, seed: int) ->
   """generate(...) through a disk cache keyed by the arguments and RENDERER_VERSION."""
   path = cache_path(num_objects, views_per_object, image_size, seed)
   if os.path.exists(path):
-    with np.load(path) as f:
-      return {k: f[k] for k in f.files}
+    try:
+      with np.load(path) as f:
+        cached = {k: f[k] for k in f.files}
+      if len(cached.get("image", ())) == num_objects * views_per_object:
+        return cached
+      problem = "it holds another number of images"
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # truncated or garbled
+      problem = f"{type(e).__name__}: {e}"
+    # A cache is rebuilt, never trusted: rendering is deterministic, so nothing is lost.
+    print(f"warning: the synthetic3d cache {path} is unreadable ({problem}); rendering it again",
+          flush=True)
   data = generate(num_objects, views_per_object, image_size, seed)
   os.makedirs(os.path.dirname(path), exist_ok=True)
   tmp = f"{path}.{os.getpid()}.tmp"
