@@ -104,3 +104,11 @@ def test_study_pipeline_at_tiny_scale(name, tmp_path):
   assert all(f"| {r['setting']} | 1/1 |" in md for r in results)
   again = study_lib.run_study(study, str(tmp_path), "tiny", 1, [])
   assert all(r["reused"] for r in again)
+
+
+def test_one_seed_verdicts_say_there_is_no_spread():
+  rows = {"A": {"acc": {"mean": 0.30, "spread": 0.0, "n": 1}},
+          "B": {"acc": {"mean": 0.29, "spread": 0.0, "n": 1}}}
+  verdict = base.Comparison("A above B", "acc", "A", "B").judge(rows)["verdict"]
+  assert verdict == "holds (one seed: no spread to judge the gap by)"
+  assert base.Comparison("A below 1", "acc", "A", "A", "<", constant=1.0).judge(rows)["verdict"] == "holds"

@@ -77,6 +77,8 @@ class Comparison:
         verdict = "within seed spread"
       else:
         verdict = "holds" if wanted else "does not hold"
+        if min(va["n"], vb["n"]) == 1 and self.constant is None:
+          verdict += " (one seed: no spread to judge the gap by)"
     return {**out, "a": va, "b": vb, "gap": gap, "verdict": verdict}
 
   def describe(self) -> str:
