@@ -21,7 +21,7 @@ import functools
 import json
 import os
 import time
-from typing import Any, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp

@@ -1,8 +1,8 @@
 """The Python API against independent paths: evaluation's features, the steerer module, the
 checkpoint's tree, and the CLI's --eval_only report."""
 
-import io
 import contextlib
+import io
 import json
 import os
 import textwrap
