@@ -129,6 +129,11 @@ class Context:
     return self.stream_compute(lambda rows: read(source, indices[rows]), len(indices), compute,
                                variables)
 
+  def stream_split(self, split: str, compute: Callable, variables) -> dict[str, np.ndarray]:
+    """`stream_compute` over the split's capped examples (`capped_indices`)."""
+    source, rows = getattr(self.run.datasets, split), self.capped_indices(split)
+    return self.stream_compute(lambda r: read(source, rows[r]), len(rows), compute, variables)
+
   def stream_compute(self, read_rows: Callable[[np.ndarray], dict], n: int, compute: Callable,
                      variables, device_keys: tuple[str, ...] = ("image",)) -> dict[str, np.ndarray]:
     """Streams rows 0..n-1 through `compute`, keeping only its outputs and the small arrays.
@@ -224,12 +229,10 @@ class Context:
     reference every encoder's probe should beat."""
     key = ("pixels", split)
     if key not in self._cache:
-      size, source, rows = self.config.eval.pixel_probe_size, getattr(self.run.datasets, split), \
-          self.capped_indices(split)
+      size = self.config.eval.pixel_probe_size
       compute = self.cached("pixel_compute", lambda: lambda v, index, image: {
           "features": augment.resize_batch(image, size).reshape(image.shape[0], -1)})
-      self._cache[key] = self.stream_compute(lambda r: read(source, rows[r]), len(rows), compute,
-                                             None)["features"]
+      self._cache[key] = self.stream_split(split, compute, None)["features"]
     return self._cache[key]
 
   def probe(self, random_init: bool = False, pixels: bool = False) -> dict:

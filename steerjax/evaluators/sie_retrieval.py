@@ -26,12 +26,10 @@ def run(ctx: base.Context) -> dict:
   method, fns = ctx.run.method, ctx.fns
   if method.transform_source != "pairs":
     raise base.NotApplicable(f"method {ctx.config.method} is not conditioned on rendered transformations")
-  source, rows = ctx.run.datasets.val, ctx.capped_indices("val")
   size, steer_embed = ctx.image_size, fns.steer_embed
   compute = ctx.cached("sie_embed", lambda: lambda v, index, image: {
       "z": steer_embed(v, augment.resize_batch(image, size))})
-  embeddings = lambda variables: ctx.stream_compute(lambda r: base.read(source, rows[r]),
-                                                    len(rows), compute, variables)
+  embeddings = lambda variables: ctx.stream_split("val", compute, variables)
   val = embeddings(ctx.variables)  # the embeddings plus object_id, view_id, latent
   if "object_id" not in val:
     raise base.NotApplicable("the val split has no objects with several views")

@@ -31,13 +31,9 @@ def pairs_compute(ctx: base.Context):
 def run(ctx: base.Context) -> dict:
   ctx.require_steerer()
   if ctx.run.method.transform_source == "augment":
-    source = ctx.run.datasets.val
-    rows = ctx.capped_indices("val")
-    out = ctx.stream_compute(lambda r: base.read(source, rows[r]), len(rows),
-                             ctx.cached("steering_augment", lambda: equivariance.augmented_steering(
-                                 ctx.run.method.policy(), ctx.fns, ctx.image_size,
-                                 jax.random.PRNGKey(ctx.config.seed + 7))),
-                             ctx.variables)
+    compute = ctx.cached("steering_augment", lambda: equivariance.augmented_steering(
+        ctx.run.method.policy(), ctx.fns, ctx.image_size, jax.random.PRNGKey(ctx.config.seed + 7)))
+    out = ctx.stream_split("val", compute, ctx.variables)
   else:
     pairs, read_rows = ctx.view_pairs("val", ctx.config.eval.max_examples or len(ctx.run.datasets.val))
     out = ctx.stream_compute(read_rows, len(pairs),
