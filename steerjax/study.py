@@ -127,12 +127,11 @@ def write_outputs(study: base.Study, scale: str, outdir: str, results: list[dict
 
 def plot(study: base.Study, rows: dict, settings: list[str], path: str) -> None:
   """One panel per column, a bar per setting with its seed spread."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  # A Figure, not pyplot: no backend is switched, so a notebook calling this keeps its figures.
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
   cols = [c for c in study.columns if any(c in rows[s] for s in settings)] or list(study.columns[:1])
-  fig, axes = plt.subplots(1, len(cols), figsize=(3.2 * len(cols), 0.35 * len(settings) + 1.5),
-                           squeeze=False, sharey=True)
+  fig = Figure(figsize=(3.2 * len(cols), 0.35 * len(settings) + 1.5))
+  axes = fig.subplots(1, len(cols), squeeze=False, sharey=True)
   for ax, col in zip(axes[0], cols):
     means = [rows[s].get(col, {}).get("mean", 0.0) for s in settings]
     spreads = [rows[s].get(col, {}).get("spread", 0.0) for s in settings]
@@ -141,7 +140,6 @@ def plot(study: base.Study, rows: dict, settings: list[str], path: str) -> None:
     ax.set_title(col, fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=90)
-  plt.close(fig)
 
 
 def run_study(study: base.Study, outdir: str, scale: str, seeds: int, extra: list[str],

@@ -105,11 +105,11 @@ def run_setting(model, width, image_size, batch, num_views, chunk, repeats, num_
 
 
 def _plot(rows, path):
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  # A Figure, not pyplot: no backend is switched, so a notebook calling this keeps its figures.
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
 
-  fig, ax = plt.subplots(figsize=(5.5, 4))
+  fig = Figure(figsize=(5.5, 4))
+  ax = fig.subplots()
   for setting in dict.fromkeys((r["model"], r["image_size"]) for r in rows):
     sel = [r for r in rows if (r["model"], r["image_size"]) == setting]
     ax.plot([r["num_views"] for r in sel], [r["speedup"] for r in sel], marker="o",
@@ -123,7 +123,6 @@ def _plot(rows, path):
   ax.legend()
   fig.tight_layout()
   fig.savefig(path, dpi=100)
-  plt.close(fig)
 
 
 def main(argv: list[str]) -> None:

@@ -50,10 +50,10 @@ def correlations(results: list[dict], outdir: str):
     lines.append(f"Correlation of `{METRIC}` with linear-probe top-1 over {len(done)} runs: "
                  f"Pearson {out['pearson']:.3f}, Spearman {out['spearman']:.3f} (the paper finds a "
                  "positive correlation for translation on ImageNet).")
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+  # A Figure, not pyplot: no backend is switched, so a notebook calling this keeps its figures.
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  fig = Figure(figsize=(12, 4.5))
+  ax1, ax2 = fig.subplots(1, 2)
   for r in done:
     ax1.scatter(r["metrics"][METRIC], r["metrics"]["linear_probe_top1"])
     ax1.annotate(r["setting"], (r["metrics"][METRIC], r["metrics"]["linear_probe_top1"]), fontsize=7)
@@ -70,7 +70,6 @@ def correlations(results: list[dict], outdir: str):
   ax2.legend(fontsize=6)
   fig.tight_layout()
   fig.savefig(os.path.join(outdir, "learned_equivariance.png"), dpi=100)
-  plt.close(fig)
   lines.append("Plots: `learned_equivariance.png` (scatter, per layer).")
   return lines, out
 
