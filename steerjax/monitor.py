@@ -59,8 +59,7 @@ class Monitor:
       if steer:
         index = jnp.arange(query["image"].shape[0])
         z = equivariance.augmented_steering(policy, fns, size, key)(variables, index, query["image"])
-        out["monitor_steering_error"] = (jnp.sum((z["z_t"] - z["z_p"]) ** 2)
-                                         / jnp.sum((z["z_t"] - z["z"]) ** 2))
+        out["monitor_steering_error"] = equivariance.steering_error_array(z["z"], z["z_t"], z["z_p"])
       return out
 
     self._fn = jax.jit(monitor)

@@ -22,9 +22,14 @@ def steering_error(z_src, z_tgt, z_pred) -> float:
   Below 1 the steerer explains the change of the embedding better than
   predicting no change at all; 0 is exact steering.
   """
+  return float(steering_error_array(z_src, z_tgt, z_pred))
+
+
+def steering_error_array(z_src, z_tgt, z_pred) -> jax.Array:
+  """`steering_error` as a traceable scalar, for use inside jit (the online monitors)."""
   num = jnp.mean(jnp.sum((z_tgt - z_pred) ** 2, -1))
   den = jnp.mean(jnp.sum((z_tgt - z_src) ** 2, -1))
-  return float(num / den)
+  return num / den
 
 
 def augmented_steering(policy, fns, size: int, key) -> Callable:
