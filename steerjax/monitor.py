@@ -58,8 +58,10 @@ class Monitor:
       out = {"monitor_knn_top1": jnp.mean(scores.argmax(-1) == query["label"])}
       if steer:
         index = jnp.arange(query["image"].shape[0])
-        z = equivariance.augmented_steering(policy, fns, size, key)(variables, index, query["image"])
-        out["monitor_steering_error"] = equivariance.steering_error_array(z["z"], z["z_t"], z["z_p"])
+        z = equivariance.augmented_steering(policy, fns, size, key)(variables, index,
+                                                                    query["image"])
+        out["monitor_steering_error"] = equivariance.steering_error_array(
+            z["z"], z["z_t"], z["z_p"])
       return out
 
     self._fn = jax.jit(monitor)
