@@ -338,8 +338,13 @@ def _report(workdir: str) -> dict | None:
     return json.load(f)
 
 
-def load_run(workdir: str) -> Run:
-  """The run as of the workdir's latest good checkpoint (its config from config.json)."""
+def load_run(workdir: str, fitted_steerer: bool = False) -> Run:
+  """The run as of the workdir's latest good checkpoint (its config from config.json); with
+  `fitted_steerer`, steering through the post-hoc steerer `python -m steerjax.fit_steerer`
+  wrote there (`steerjax.fit_steerer.load_run`), its reports going to WORKDIR/fitted_steerer."""
+  if fitted_steerer:
+    from steerjax import fit_steerer  # pylint: disable=g-import-not-at-top  (it imports api)
+    return fit_steerer.load_run(workdir)
   return Run(workdir, train_lib.restore(load_config(workdir), workdir), _report(workdir))
 
 

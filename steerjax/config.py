@@ -101,6 +101,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.keep_checkpoints = 2
   c.progress = True
 
+  # python -m steerjax.fit_steerer (a post-hoc steerer; family steerer.name, policy
+  # augment.policy): training pairs, their batch, the closed form's relative ridge λ and the
+  # gradient-fitted families' Adam steps and learning rate.
+  c.fit = dict(examples=4096, batch_size=256, ridge=1e-3, steps=1000, learning_rate=1e-3)
+
   # Keys every evaluator shares; each evaluator declares its own (steerjax/evaluators/*.py).
   c.eval = dict(
       evaluators=EVALUATORS,
@@ -144,6 +149,8 @@ RANGES = {
     "head.equi_layers": (0, 16), "head.augself_hidden": (0, _WIDTH),
     "optim.learning_rate": (Open(0), 1e6), "optim.weight_decay": (0, 100.0),
     "optim.momentum": (0, 1.0), "optim.warmup_epochs": (0, 1e6), "optim.warmup_steps": (0, _INT32),
+    "fit.examples": (1, 10**8), "fit.batch_size": (1, 2**20), "fit.ridge": (0, 1e6),
+    "fit.steps": (1, 10**7), "fit.learning_rate": (Open(0), 100.0),
     "eval.batch_size": (1, 2**20), "eval.max_examples": (0, _INT32),
     "eval.every_steps": (0, _INT32), "eval.monitor_examples": (1, 10**6),
     "eval.monitor_bank": (1, 10**6),

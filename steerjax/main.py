@@ -128,7 +128,7 @@ def apply_overrides(cfg: ml_collections.ConfigDict, overrides: list[str]) -> Non
 
 
 # Keys that do not change the trained parameters: they may differ between sessions of one run.
-EVAL_ONLY_PREFIXES = ("eval.", "progress", "log_every", "checkpoint_every", "keep_checkpoints")
+EVAL_ONLY_PREFIXES = ("eval.", "fit.", "progress", "log_every", "checkpoint_every", "keep_checkpoints")
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:

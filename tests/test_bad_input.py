@@ -33,7 +33,7 @@ HUGE_INT, HUGE_FLOAT = 10**12, "1e12"
 # other numeric key must refuse 0. Negative and huge values are refused everywhere.
 ZERO_OK = {"seed", "data.seed", "augment.size", "head.proj_layers", "head.equi_layers",
            "head.augself_hidden", "optim.weight_decay", "optim.momentum", "optim.warmup_epochs",
-           "optim.warmup_steps", "eval.max_examples", "eval.pixel_probe_size", "eval.every_steps", "loss.ema_base", "eval.tta_policy.flip_p",
+           "optim.warmup_steps", "eval.max_examples", "fit.ridge", "eval.pixel_probe_size", "eval.every_steps", "loss.ema_base", "eval.tta_policy.flip_p",
            "eval.tta_policy.grayscale_p", "eval.tta_policy.jitter_p"} | {
                k for k in config_lib.RANGES if k.startswith("loss.") and k.endswith(("weight", "coeff", "factor"))}
 # Keys that take a name; the error must list what is allowed.
