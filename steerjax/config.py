@@ -14,6 +14,7 @@ from steerjax import evaluators
 from steerjax import methods
 from steerjax import optim
 from steerjax import steerers
+from steerjax.data import rotations
 from steerjax.models import heads
 from steerjax.models import encoders
 
@@ -31,7 +32,8 @@ PROBE_OPTIMIZERS = ("sgd", "adam", "lbfgs")
 # by `validate` on their own: they also take a ConfigDict, a tuple, or a prepared tfds name).
 CHOICES = {"method": METHODS, "task": TASKS, "model.name": MODELS, "steerer.name": STEERERS,
            "optim.name": OPTIMIZERS, "optim.schedule": SCHEDULES, "model.dtype": DTYPES,
-           "head.proj_output": heads.OUTPUTS, "eval.probe_optimizer": PROBE_OPTIMIZERS}
+           "head.proj_output": heads.OUTPUTS, "eval.probe_optimizer": PROBE_OPTIMIZERS,
+           "data.quaternion_sign": rotations.SIGNS}
 
 
 class ConfigError(ValueError):
@@ -60,6 +62,9 @@ def base_config() -> ml_collections.ConfigDict:
       # folder: root holds CLASS/*.jpg|png or *.jpg|png (val = seeded val_fraction hold-out);
       # skip_unreadable drops (and counts) files PIL cannot read instead of stopping.
       root="", index_dir="", skip_unreadable=False,
+      # Sign of the relative rotation quaternion g of view pairs: "canonical" (w >= 0, steerjax's)
+      # or "official" (the official SIE code's, w may be < 0: for predictors it trained).
+      quaternion_sign="canonical",
   )
   # patch_size: side of the ViT/Mixer patches (their feature maps' stride).
   c.model = dict(name="resnet18", width_multiplier=0.25, cifar_stem=True, dtype="float32",

@@ -237,7 +237,8 @@ def setup(config, mesh: Mesh | None = None, abstract_state: bool = False):
   method = methods.get_method(config, datasets.num_classes)
   model = method.build_model()
   loader = Loader(datasets.train, config.batch_size, seed=config.seed, pairs=method.needs_pairs,
-                  process_index=jax.process_index(), process_count=jax.process_count())
+                  process_index=jax.process_index(), process_count=jax.process_count(),
+                  quaternion_sign=config.data.quaternion_sign)
   tx, schedule = optim.make_optimizer(config.optim, config.total_steps, loader.steps_per_epoch)
   example = {k: v[:2] for k, v in loader.batch(0).items()}
   state = create_state(method, model, tx, example, config.seed, mesh, abstract_state)

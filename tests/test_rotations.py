@@ -119,3 +119,20 @@ def test_module_docstring_states_the_convention_the_code_uses():
   r_q = rotations.quaternion_to_matrix(rotations.relative_quaternion(la, lb))
   np.testing.assert_allclose(r_a @ r_q, r_b, atol=1e-5)
   assert np.abs(r_q @ r_a - r_b).max() > 0.1  # the other order is a different rotation
+
+
+def test_official_sign_is_scipys_quaternion_sign_included():
+  """SIE's dataset feeds `(from_euler(a).inv() * from_euler(b)).as_quat()` unflipped."""
+  rng = np.random.default_rng(7)
+  la, lb = random_latents(rng, 2000), random_latents(rng, 2000)
+  official = (Rotation.from_euler("xyz", la[:, :3]).inv() * Rotation.from_euler("xyz", lb[:, :3])).as_quat()
+  q = rotations.relative_quaternion(la, lb, "official")
+  np.testing.assert_allclose(q, official, atol=1e-6)
+  flipped = official[:, 3] < 0
+  assert 0.01 < flipped.mean() < 0.2  # some pairs have w < 0: there the two signs differ
+  canonical = rotations.relative_quaternion(la, lb)
+  np.testing.assert_allclose(canonical[flipped], -q[flipped], atol=1e-6)
+  np.testing.assert_allclose(canonical[~flipped], q[~flipped], atol=1e-6)
+  np.testing.assert_array_equal(rotations.relative_transform(la, lb, "official")[:, :4], q)
+  with pytest.raises(ValueError, match="canonical, official"):
+    rotations.relative_quaternion(la, lb, "positive")

@@ -18,12 +18,13 @@ from steerjax.data import rotations
 from steerjax.data import sources
 
 
-def read_pairs(read, indices: np.ndarray) -> dict:
+def read_pairs(read, indices: np.ndarray, quaternion_sign: str = "canonical") -> dict:
   """The view pairs `indices` [B, 2], `read(example indices)` giving stacked arrays: view 1's
-  arrays, `image2`/`latent2`/`view_id2` of view 2, and `transform` from view 1 to view 2."""
+  arrays, `image2`/`latent2`/`view_id2` of view 2, and `transform` from view 1 to view 2 (its
+  quaternion's sign: `rotations.relative_quaternion`)."""
   first, second = read(indices[:, 0]), read(indices[:, 1])
   out = dict(first, image2=second["image"], latent2=second["latent"], view_id2=second["view_id"])
-  out["transform"] = rotations.relative_transform(first["latent"], second["latent"])
+  out["transform"] = rotations.relative_transform(first["latent"], second["latent"], quaternion_sign)
   return out
 
 
@@ -32,7 +33,7 @@ class Loader:
 
   def __init__(self, source, global_batch_size: int, seed: int, pairs: bool = False,
                process_index: int | None = None, process_count: int | None = None, num_workers: int = 8,
-               prefetch: int = 2):
+               prefetch: int = 2, quaternion_sign: str = "canonical"):
     if process_index is None or process_count is None:
       import jax  # pylint: disable=g-import-not-at-top
       process_index, process_count = jax.process_index(), jax.process_count()
@@ -45,7 +46,7 @@ class Loader:
     self.source, self.global_batch_size, self.seed, self.pairs = source, global_batch_size, seed, pairs
     self.process_index, self.process_count = process_index, process_count
     self.local_batch_size = global_batch_size // process_count
-    self.prefetch = prefetch
+    self.prefetch, self.quaternion_sign = prefetch, quaternion_sign
     self._table = source.object_table() if pairs else None
     num_units = len(self._table) if pairs else len(source)
     self.steps_per_epoch = num_units // global_batch_size
@@ -90,7 +91,7 @@ class Loader:
   def batch(self, step: int) -> dict:
     """NumPy batch of this process (see the contract for the keys)."""
     indices = self.local_indices(step)
-    return read_pairs(self._read, indices) if self.pairs else self._read(indices)
+    return read_pairs(self._read, indices, self.quaternion_sign) if self.pairs else self._read(indices)
 
   def iterate(self, start_step: int = 0, num_steps: int | None = None):
     """Yields (step, batch) from start_step on, `prefetch` batches assembled ahead in threads."""

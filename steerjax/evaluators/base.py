@@ -191,7 +191,8 @@ class Context:
     batch = min(num_objects, len(source.object_table()))
     indices = Loader(source, batch, seed=self.config.seed + 7, pairs=True, process_index=0,
                      process_count=1, prefetch=0).global_indices(0)
-    return indices, lambda rows: read_pairs(lambda i: read(source, i), indices[rows])
+    sign = self.config.data.quaternion_sign
+    return indices, lambda rows: read_pairs(lambda i: read(source, i), indices[rows], sign)
 
   def tfds_arrays(self, name: str, split: str) -> dict[str, np.ndarray] | None:
     """Streamed features and labels of up to `eval.max_examples` examples of a prepared tfds

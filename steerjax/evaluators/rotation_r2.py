@@ -30,7 +30,8 @@ def run(ctx: base.Context) -> dict:
     # Two views of the same object where the split has several, else any two images.
     if "object_id" in arrays:
       b = _partner_view(arrays["object_id"], a, rng)
-    y = rotations.relative_quaternion(arrays["latent"][a], arrays["latent"][b]).astype(np.float32)
+    y = rotations.relative_quaternion(arrays["latent"][a], arrays["latent"][b],
+                                      ctx.config.data.quaternion_sign)
     data[split] = feats[a], feats[b], y
   out = {}
   for part, sl in (("all", slice(None)),) + ctx.run.method.representation_parts:

@@ -35,7 +35,8 @@ def run(ctx: base.Context) -> dict:
     raise base.NotApplicable("the val split has no objects with several views")
   table = _view_table(val)
   latent = val["latent"][table]  # [O, V, 7]
-  g = rotations.relative_transform(np.repeat(latent[:, :1], latent.shape[1], 1), latent)
+  g = rotations.relative_transform(np.repeat(latent[:, :1], latent.shape[1], 1), latent,
+                                   ctx.config.data.quaternion_sign)
   g = g[..., : method.g_dim()].astype(np.float32)
   out = {}
   for prefix, variables in (("sie", ctx.variables), ("sie_random_init", ctx.random_variables)):
