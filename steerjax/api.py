@@ -386,7 +386,7 @@ def plot_loss(workdir: str, keys: Sequence[str] | None = None, ax=None):
   Default keys: the loss and each named term the method logs (not the online monitors)."""
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   columns = read_metrics(workdir)
-  not_terms = {"step", "lr", "examples_per_s", "grad_norm", "param_norm"}
+  not_terms = {"step", "lr", "examples_per_s", "grad_norm", "param_norm", "update_ratio"}
   keys = keys or [k for k in columns if k not in not_terms and not k.startswith("monitor_")]
   if ax is None:
     ax = plt.subplots(figsize=(5, 3.5))[1]

@@ -80,6 +80,29 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
+  def steps(self) -> list[int]:
+    return sorted(self.manager.all_steps())
+
+  def _set_aside(self, step: int, bad_dir: str) -> str:
+    """Moves checkpoint `step` into `bad_dir` (as STEP, or STEP.N if that is taken); returns where."""
+    dest = os.path.join(bad_dir, str(step))
+    n = 0
+    while os.path.exists(dest):
+      n += 1
+      dest = os.path.join(bad_dir, f"{step}.{n}")
+    if jax.process_index() == 0:
+      os.makedirs(bad_dir, exist_ok=True)
+      shutil.move(os.path.join(self.directory, str(step)), dest)
+    return dest
+
+  def set_aside_after(self, step: int, bad_dir: str) -> None:
+    """Moves the checkpoints newer than `step` to `bad_dir`, so a run resumed from `step` (e.g. one
+    from before a divergence) retrains those steps and its saves do not collide with them."""
+    for newer in [s for s in self.steps() if s > step]:
+      dest = self._set_aside(newer, bad_dir)
+      print(f"resuming from step {step}: checkpoint {newer} moved to {dest}", flush=True)
+    self.manager.reload()
+
   def restore(self, state, step: int | None = None):
     """Returns `state` filled from the checkpoint at `step` (default: latest)."""
     step = self.latest_step() if step is None else step
@@ -125,12 +148,10 @@ class Checkpointer:
           return step, self.restore(state, step)
         except Exception as e:  # pylint: disable=broad-except  # any unreadable file
           problem = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-      if jax.process_index() == 0:
-        os.makedirs(bad_dir, exist_ok=True)
-        shutil.move(step_dir, os.path.join(bad_dir, str(step)))
+      dest = self._set_aside(step, bad_dir)
       logging.warning("checkpoint %s is bad (%s); moved to %s, falling back to the previous one",
-                      step_dir, problem, bad_dir)
-      print(f"warning: checkpoint {step_dir} is bad ({problem}); moved to {bad_dir}, "
+                      step_dir, problem, dest)
+      print(f"warning: checkpoint {step_dir} is bad ({problem}); moved to {dest}, "
             "falling back to the previous one", flush=True)
       self.manager.reload()
     if steps:

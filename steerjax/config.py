@@ -60,7 +60,8 @@ def base_config() -> ml_collections.ConfigDict:
       # 3diebench: the folder holding SYNSET/OBJECT/image_K.jpg; index_dir holds
       # train_images.npy / val_images.npy ("" = root)
       # folder: root holds CLASS/*.jpg|png or *.jpg|png (val = seeded val_fraction hold-out);
-      # skip_unreadable drops (and counts) files PIL cannot read instead of stopping.
+      # skip_unreadable skips (and counts in the log) unreadable files instead of stopping
+      # (folder: drops them; 3diebench: a view is replaced by the next readable view of its object).
       root="", index_dir="", skip_unreadable=False,
       # Sign of the relative rotation quaternion g of view pairs: "canonical" (w >= 0, steerjax's)
       # or "official" (the official SIE code's, w may be < 0: for predictors it trained).

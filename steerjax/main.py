@@ -15,6 +15,7 @@ import importlib.machinery
 import importlib.util
 import json
 import os
+import shlex
 import sys
 import time
 
@@ -36,6 +37,10 @@ _ALLOW_CHANGE = flags.DEFINE_bool(
     "allow_config_change", False,
     "Resume even though training keys differ from the workdir's config.json (recorded in config_changes.jsonl).")
 _EVAL_ONLY = flags.DEFINE_bool("eval_only", False, "Evaluate the workdir's latest checkpoint; no training.")
+_RESUME_STEP = flags.DEFINE_integer(
+    "resume_step", None,
+    "Resume from this checkpoint step instead of the latest (e.g. one from before a divergence); "
+    "newer checkpoints are moved to bad_checkpoints/ and their steps trained again.")
 
 _overrides: list[str] = []
 
@@ -212,6 +217,28 @@ def prepare(spec: str | None, overrides: list[str], workdir: str | None, num_dev
   return (cfg, workdir, *accept(cfg, spec, overrides, workdir, num_devices, allow_change))
 
 
+def check_resume_step(workdir: str, step: int | None, evaluate_only: bool) -> None:
+  """`--resume_step` names a checkpoint that exists (a look at the folder: nothing is written)."""
+  if step is None:
+    return
+  if evaluate_only:
+    raise config_lib.ConfigError("--resume_step is for training; --eval_only evaluates the latest "
+                                 "checkpoint (resume from an earlier one first)")
+  folder = os.path.join(workdir, "checkpoints")
+  steps = sorted(int(d) for d in os.listdir(folder) if d.isdigit()) if os.path.isdir(folder) else []
+  if step not in steps:
+    raise config_lib.ConfigError(
+        f"--resume_step {step}: {folder} holds no checkpoint of that step; available steps: "
+        + (", ".join(map(str, steps)) if steps else "none (train without --resume_step)"))
+
+
+def resume_command(spec: str, overrides: list[str], workdir: str, learning_rate: float) -> str:
+  """The command that resumes this run with `learning_rate` (after a divergence)."""
+  kept = [o for o in overrides if not o.startswith("--config.optim.learning_rate=")]
+  return shlex.join(["python", "-m", "steerjax.main", "--config", spec, "--workdir", workdir, *kept,
+                     f"--config.optim.learning_rate={learning_rate:g}", "--allow_config_change"])
+
+
 def start(workdir: str, record: dict, changes: dict[str, tuple]):
   """Creates the workdir, takes its lock and records the config; returns the lock (hold it open
   for the session: closing it, or the process ending, releases the workdir)."""
@@ -228,14 +255,15 @@ def start(workdir: str, record: dict, changes: dict[str, tuple]):
 
 
 def session(cfg: ml_collections.ConfigDict, workdir: str, evaluate_only: bool,
-            evaluate: bool = True):
+            evaluate: bool = True, resume_step: int | None = None):
   """Trains (resuming) or restores the run, then evaluates it if it completed: (run, report or None).
 
   The CLI and `steerjax.api.train` both run this (the API evaluates through its `Run`, which
   keeps the evaluators' cached features); errors propagate for the caller to present.
   """
   from steerjax import evaluators, train  # pylint: disable=g-import-not-at-top
-  run = train.restore(cfg, workdir) if evaluate_only else train.train(cfg, workdir)
+  run = (train.restore(cfg, workdir) if evaluate_only
+         else train.train(cfg, workdir, resume_step=resume_step))
   return run, evaluators.evaluate_run(run, workdir) if evaluate and run.completed else None
 
 
@@ -268,17 +296,23 @@ def main(argv: list[str], evaluate_only: bool = False) -> None:
   try:
     cfg, workdir, record, changes = prepare(_CONFIG.value, _overrides, _WORKDIR.value,
                                             jax.device_count(), _ALLOW_CHANGE.value)
+    check_resume_step(workdir, _RESUME_STEP.value, evaluate_only)
     _lock = start(workdir, record, changes)  # held until this process exits
   except (config_lib.ConfigError, workdir_lock.LockedError) as e:
     _fail(str(e))
   except OSError as e:
     _fail(f"--workdir {_WORKDIR.value}: {e}; pass a folder you can write to")
   try:
-    _, report = session(cfg, workdir, evaluate_only)
+    _, report = session(cfg, workdir, evaluate_only, resume_step=_RESUME_STEP.value)
   except (data.DatasetNotFoundError, data.DatasetMismatchError, data.UnreadableImageError,
           train.NoCheckpointError, checkpoint.CheckpointMismatchError) as e:
     _fail(str(e))
-  except (train.NonFiniteLossError, checkpoint.CheckpointError) as e:
+  except train.DivergedError as e:
+    lower = cfg.optim.learning_rate / 10
+    print(f"error: {e}: {resume_command(_CONFIG.value, _overrides, workdir, lower)}",
+          file=sys.stderr)
+    sys.exit(1)
+  except checkpoint.CheckpointError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
   except jax.errors.JaxRuntimeError as e:

@@ -134,7 +134,8 @@ def make_train_step(method: Method, model: nn.Module, tx: optax.GradientTransfor
       target_params = losses.ema_update(state.target_params, params, tau)
 
     metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
-               "param_norm": optax.tree.norm(params), **terms}
+               "param_norm": optax.tree.norm(params),
+               "update_ratio": optax.tree.norm(updates) / optax.tree.norm(state.params), **terms}
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                               opt_state=opt_state, target_params=target_params,
                               target_batch_stats=new_target_stats)
@@ -163,8 +164,45 @@ def variables_for_eval(state: TrainState) -> dict[str, Any]:
   return {"params": state.params, "batch_stats": state.batch_stats}
 
 
-class NonFiniteLossError(RuntimeError):
-  """The loss became NaN or Inf; the last good checkpoint is kept."""
+# A healthy step moves the parameters by a small fraction of their norm (Adam or LARS at peak
+# learning rate: about 1e-3 to 1e-1); one that moves them further than their own norm has exploded.
+MAX_UPDATE_RATIO = 1.0
+
+
+def divergence(metrics: dict[str, float]) -> str | None:
+  """Why a step's update must not be kept (its loss, gradient or parameters are not finite, or it
+  moved the parameters by more than their norm), or None for a healthy step.
+
+  Finiteness alone is not enough: an absurd learning rate blows the parameters and the optimiser
+  state up by orders of magnitude while the loss stays finite (normalised embeddings bound the
+  contrastive losses), so the "last finite" checkpoint would already be garbage and a rerun with
+  a lower learning rate would diverge again. The loop checks each step before saving its state,
+  so every checkpoint on disk is from before the explosion.
+  """
+  for key in ("loss", "grad_norm", "param_norm"):
+    if not math.isfinite(metrics[key]):
+      return f"{key} {metrics[key]}"
+  if not metrics["update_ratio"] <= MAX_UPDATE_RATIO:
+    return (f"the update moved the parameters by {metrics['update_ratio']:.3g} times their norm, "
+            f"more than {MAX_UPDATE_RATIO:g}")
+  return None
+
+
+class DivergedError(RuntimeError):
+  """Training diverged: the run stopped before saving the bad step; checkpoints from before are kept."""
+
+  def __init__(self, step: int, reason: str, workdir: str, kept: list[int]):
+    self.step, self.reason, self.workdir, self.kept = step, reason, workdir, kept
+    where = os.path.join(workdir, "checkpoints")
+    if kept:
+      resume = (f"checkpoints kept in {where}: steps {', '.join(map(str, kept))}, all saved before "
+                f"it; resume from step {kept[-1]} with a lower learning rate and --allow_config_change "
+                "(--resume_step N goes back to an earlier one)")
+    else:
+      resume = (f"no checkpoint was saved before it; rerun with a lower learning rate and "
+                "--allow_config_change to start afresh")
+    super().__init__(f"training diverged at step {step} ({reason}); stopped without saving it. "
+                     + resume)
 
 
 class _StopRequest:
@@ -245,13 +283,20 @@ def setup(config, mesh: Mesh | None = None, abstract_state: bool = False):
   return datasets, method, model, loader, tx, schedule, state, mesh, example
 
 
-def train(config, workdir: str, mesh: Mesh | None = None) -> Run:
-  """Trains (resuming from the workdir's latest checkpoint) and returns the run."""
+def train(config, workdir: str, mesh: Mesh | None = None, resume_step: int | None = None) -> Run:
+  """Trains (resuming from the workdir's latest checkpoint) and returns the run.
+
+  `resume_step`: resume from that checkpoint instead (e.g. one from before a divergence); the
+  newer ones are moved to bad_checkpoints/ and their steps are trained again.
+  """
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   datasets, method, model, loader, tx, schedule, state, mesh, example = setup(config, mesh)
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint_every,
                                  config.keep_checkpoints)
-  start, state = ckpt.restore_latest_good(state, os.path.join(workdir, "bad_checkpoints"))
+  bad_dir = os.path.join(workdir, "bad_checkpoints")
+  if resume_step is not None:
+    ckpt.set_aside_after(resume_step, bad_dir)
+  start, state = ckpt.restore_latest_good(state, bad_dir)
   metrics_path = os.path.join(workdir, "metrics.jsonl")
   is_main = jax.process_index() == 0
   if is_main:
@@ -271,13 +316,11 @@ def train(config, workdir: str, mesh: Mesh | None = None) -> Run:
       state, metrics = step_fn(state, global_batch(batch, mesh))
       metrics = jax.device_get(metrics)
       done = step + 1
-      # Checked before this step's state is saved, so every checkpoint on disk is finite.
-      if not (math.isfinite(float(metrics["loss"])) and math.isfinite(float(metrics["param_norm"]))):
+      # Checked before this step's state is saved, so every checkpoint on disk is from before it.
+      reason = divergence({k: float(v) for k, v in metrics.items()})
+      if reason:
         ckpt.close()
-        raise NonFiniteLossError(
-            f"non-finite training state at step {step} (loss {float(metrics['loss'])}, parameter "
-            f"norm {float(metrics['param_norm'])}); stopped. The last good checkpoint "
-            f"(step {ckpt.latest_step()}) is kept in {workdir}/checkpoints.")
+        raise DivergedError(step, reason, workdir, ckpt.steps())
       ex_per_s = throughput(time.perf_counter(), done)
       bar.update(1)
       monitored = monitor(done, variables_for_eval(state))

@@ -316,3 +316,103 @@ def test_cli_run_on_4_devices_resumes_on_2_then_1(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "is bad" not in proc.stdout
   assert _logged_steps(tmp_path) == [1, 2, 3, 4]  # each session went on from the last one's step
+
+
+# --- divergence --------------------------------------------------------------------------------
+
+HEALTHY = {"loss": 4.2, "grad_norm": 0.3, "param_norm": 30.0, "update_ratio": 0.01}
+
+
+@pytest.mark.parametrize("bad, reason", [
+    ({"loss": float("nan")}, "loss nan"),
+    ({"grad_norm": float("inf")}, "grad_norm inf"),
+    ({"param_norm": float("inf")}, "param_norm inf"),
+    ({"update_ratio": 3e4}, "moved the parameters by 3e+04 times their norm"),
+    ({"update_ratio": float("nan")}, "moved the parameters by nan times"),
+])
+def test_divergence_names_what_exploded(bad, reason):
+  from steerjax import train  # pylint: disable=g-import-not-at-top
+  assert train.divergence(HEALTHY) is None
+  assert train.divergence({**HEALTHY, "update_ratio": 1.0}) is None
+  assert reason in train.divergence({**HEALTHY, **bad})
+
+
+def _error_line(err):
+  lines = [l for l in err.splitlines() if l.startswith("error:")]
+  assert len(lines) == 1 and "Traceback" not in err, err[-3000:]
+  return lines[0]
+
+
+def test_absurd_learning_rate_stops_at_once_saving_nothing_and_says_how_to_rerun(tmp_path):
+  proc = _cli(tmp_path, "--config.total_steps=50", "--config.checkpoint_every=1",
+              "--config.optim.name=sgd", "--config.optim.learning_rate=1e6",
+              "--config.optim.warmup_steps=0")
+  _, err = proc.communicate(timeout=600)
+  assert proc.returncode == 1
+  line = _error_line(err)
+  assert "training diverged at step 0 (the update moved the parameters by" in line
+  assert "no checkpoint was saved before it" in line
+  assert "--config.optim.learning_rate=100000 --allow_config_change" in line
+  assert not [d for d in os.listdir(tmp_path / "checkpoints") if d.isdigit()]
+
+
+def test_resume_step_that_does_not_exist_lists_the_available_ones(tmp_path):
+  for step in ("2", "4"):
+    os.makedirs(tmp_path / "checkpoints" / step)
+  proc = _cli(tmp_path, "--resume_step=3")
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 2
+  assert _error_line(err) == (f"error: --resume_step 3: {tmp_path / 'checkpoints'} holds no checkpoint "
+                              "of that step; available steps: 2, 4")
+  assert sorted(os.listdir(tmp_path)) == ["checkpoints"]  # no config.json, no lock
+
+
+@pytest.mark.slow  # four tiny training sessions in subprocesses (~2 min on 2 cores)
+def test_divergence_keeps_healthy_checkpoints_and_a_lower_rate_resumes_from_them(tmp_path):
+  import shlex  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  from test_trainer import _final_params, _logged_steps  # pylint: disable=g-import-not-at-top
+
+  def run(*args):
+    proc = _cli(tmp_path, "--config.checkpoint_every=2", "--config.keep_checkpoints=3", *args)
+    out, err = proc.communicate(timeout=600)
+    return proc.returncode, out, err
+
+  def same(a, b):
+    for x, y in zip(ocp.tree.to_flat_dict(a).values(), ocp.tree.to_flat_dict(b).values()):
+      np.testing.assert_array_equal(x, y)
+
+  code, _, err = run("--config.total_steps=6")
+  assert code == 0, err[-2000:]
+  reference = _final_params(tmp_path, 6)
+  # Going back to an earlier checkpoint sets the newer ones aside and retrains their steps exactly.
+  code, out, err = run("--config.total_steps=6", "--resume_step=2")
+  assert code == 0, err[-2000:]
+  assert "resuming from step 2: checkpoint 4 moved to" in out and "checkpoint 6 moved to" in out
+  assert sorted(os.listdir(tmp_path / "bad_checkpoints")) == ["4", "6"]
+  same(reference, _final_params(tmp_path, 6))
+  assert _logged_steps(tmp_path) == [1, 2, 3, 4, 5, 6]
+
+  # An absurd learning rate: stops at its first step, before saving it; step 6 is untouched.
+  code, _, err = run("--config.total_steps=10", "--config.optim.learning_rate=1e6", "--allow_config_change")
+  assert code == 1
+  line = _error_line(err)
+  assert "training diverged at step 6 (" in line and "steps 2, 4, 6, all saved before it" in line
+  assert "resume from step 6 with a lower learning rate" in line
+  assert sorted(int(d) for d in os.listdir(tmp_path / "checkpoints") if d.isdigit()) == [2, 4, 6]
+  same(reference, _final_params(tmp_path, 6))
+
+  # The command it suggests, with a sane rate instead of a tenth of the absurd one, trains on.
+  command = shlex.split(line[line.index("python -m steerjax.main"):])
+  assert command[:3] == ["python", "-m", "steerjax.main"] and "--allow_config_change" in command
+  assert "--config.optim.learning_rate=100000" in command and "--config.total_steps=10" in command
+  command = [a.replace("=100000", "=0.002") if a.startswith("--config.optim.learning_rate") else a
+             for a in command]
+  proc = subprocess.run([sys.executable, *command[1:]], cwd=ROOT, env=_env(), capture_output=True,
+                        text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert _logged_steps(tmp_path) == list(range(1, 11))
+  with open(tmp_path / "metrics.jsonl") as f:
+    records = [json.loads(l) for l in f]
+  assert all(np.isfinite(r["loss"]) and r["update_ratio"] <= 1 for r in records)

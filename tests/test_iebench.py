@@ -1,5 +1,9 @@
 """3DIEBench reader on a tiny fake tree written in the official layout."""
 
+import os
+import subprocess
+import sys
+
 import ml_collections
 import numpy as np
 import pytest
@@ -80,3 +84,54 @@ def test_missing_root_says_where_to_download(tmp_path):
 def test_missing_index_file(tmp_path):
   with pytest.raises(data.DatasetNotFoundError, match="train_images.npy"):
     iebench.IEBenchSource(str(tmp_path), "train")
+
+
+def test_missing_or_unreadable_view_is_named_or_replaced_and_counted(tmp_path, caplog):
+  expected = write_tree(tmp_path)
+  (synset, obj), (synset1, obj1) = OBJECTS["train"][0], OBJECTS["train"][1]
+  (tmp_path / synset / obj / "image_3.jpg").unlink()
+  (tmp_path / synset1 / obj1 / "latent_7.npy").write_bytes(b"not a .npy file")
+  jpeg = tmp_path / synset1 / obj1 / "image_9.jpg"
+  jpeg.write_bytes(jpeg.read_bytes()[:200])  # truncated: the header opens, the pixels do not
+  src = iebench.IEBenchSource(str(tmp_path), "train", image_size=8)
+  for i, name in ((3, f"{synset}/{obj}/image_3.jpg"), (57, f"{obj1}/latent_7.npy"), (59, f"{obj1}/image_9.jpg")):
+    with pytest.raises(data.UnreadableImageError) as err:
+      src[i]
+    assert name in str(err.value) and "data.skip_unreadable=True" in str(err.value)
+
+  src = iebench.IEBenchSource(str(tmp_path), "train", image_size=8, skip_unreadable=True)
+  for i, view in ((3, 4), (3, 4), (57, 8), (59, 10)):  # each replaced by the next readable view
+    ex = src[i]
+    s, o = OBJECTS["train"][i // 50]
+    colour, latent = expected[(s, o, view)]
+    assert (ex["object_id"], ex["view_id"]) == (i // 50, view)
+    np.testing.assert_array_equal(ex["latent"], latent)
+    assert np.abs(ex["image"].astype(int) - colour).max() <= 8
+  assert len(src.failed) == 3  # the repeated read is counted once
+  assert "views skipped so far in the train split" in caplog.text and "3 views skipped" in caplog.text
+  for view in range(50):
+    (tmp_path / synset / obj / f"latent_{view}.npy").unlink()
+  with pytest.raises(data.UnreadableImageError, match=f"none of the 50 views in .*{obj} is readable"):
+    src[0]
+
+
+def test_unreadable_index_file_is_named(tmp_path):
+  write_tree(tmp_path)
+  (tmp_path / "train_labels.npy").write_bytes(b"garbage")
+  with pytest.raises(data.DatasetNotFoundError, match="train_labels.npy' is unreadable"):
+    iebench.IEBenchSource(str(tmp_path), "train")
+
+
+def test_cli_unreadable_view_is_one_line_exit_2(tmp_path):
+  write_tree(tmp_path / "data")
+  for path in (tmp_path / "data").glob("*/*/latent_*.npy"):
+    path.write_bytes(b"")
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  proc = subprocess.run(
+      [sys.executable, "-m", "steerjax.main", "--config", "configs/sie_3diebench.py", "--workdir",
+       str(tmp_path / "run"), f"--config.data.root={tmp_path / 'data'}", "--config.batch_size=2"],
+      cwd=root, env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  lines = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+  assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+  assert lines[0].startswith(f"error: 3DIEBench: cannot read {tmp_path / 'data'}") and "latent_" in lines[0]

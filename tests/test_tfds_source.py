@@ -1,5 +1,9 @@
 """tfds sources read through tfds.data_source, faked offline with tfds.testing.mock_data."""
 
+import os
+import subprocess
+import sys
+
 import ml_collections
 import numpy as np
 import pytest
@@ -64,3 +68,40 @@ def test_to_rgb_square_resizes_and_centre_crops():
   np.testing.assert_array_equal(out[:, 1:-1], np.broadcast_to([0, 255, 0], (12, 10, 3)))
   same = np.arange(48, dtype=np.uint8).reshape(4, 4, 3)
   np.testing.assert_array_equal(sources.to_rgb_square(same, 4), same)
+
+
+def _prepare_train_split_only(data_dir):
+  """A real prepared-dataset folder (dataset_info.json, features.json) whose only split is train."""
+  builder = tfds.builder("cifar10", data_dir=str(data_dir), file_format="array_record")
+  template = tfds.core.ShardedFileTemplate(data_dir=builder.data_dir, dataset_name="cifar10", split="train",
+                                           filetype_suffix="array_record",
+                                           template="{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}")
+  builder.info.set_splits(tfds.core.SplitDict(
+      [tfds.core.SplitInfo(name="train", shard_lengths=[4], num_bytes=0, filename_template=template)]))
+  os.makedirs(builder.data_dir)
+  builder.info.write_to_directory(builder.data_dir)
+
+
+def test_prepared_dataset_without_the_split_names_it_and_the_key(tmp_path):
+  _prepare_train_split_only(tmp_path)
+  assert len(tfds_source.TfdsSource("cifar10", "train", data_dir=str(tmp_path))) == 4
+  with pytest.raises(data.DatasetNotFoundError) as err:
+    tfds_source.TfdsSource("cifar10", "test", data_dir=str(tmp_path), split_key="data.val_split")
+  message = str(err.value)
+  assert "\n" not in message
+  assert message.startswith(f"tfds dataset 'cifar10' in data_dir '{tmp_path}' has no split 'test' "
+                            "(prepared there: train;")
+  assert "set data.val_split to one of them" in message and "tfds build cifar10" in message
+
+
+def test_cli_missing_split_is_one_line_exit_2(tmp_path):
+  _prepare_train_split_only(tmp_path / "tfds")
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  proc = subprocess.run(
+      [sys.executable, "-m", "steerjax.main", "--config", "configs/simclr_cifar10.py", "--workdir",
+       str(tmp_path / "run"), f"--config.data.data_dir={tmp_path / 'tfds'}"],
+      cwd=root, env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  lines = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+  assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+  assert "has no split 'test'" in lines[0] and "data.val_split" in lines[0]

@@ -34,8 +34,10 @@ def get_datasets(data_cfg) -> Datasets:
   if name == "3diebench":
     from steerjax.data import iebench  # pylint: disable=g-import-not-at-top
     root, index_dir = data_cfg.get("root") or None, data_cfg.get("index_dir") or None
-    return Datasets(iebench.IEBenchSource(root, "train", size, index_dir),
-                    iebench.IEBenchSource(root, "val", size, index_dir), iebench.NUM_CLASSES, size, True)
+    skip = data_cfg.get("skip_unreadable", False)
+    return Datasets(iebench.IEBenchSource(root, "train", size, index_dir, skip_unreadable=skip),
+                    iebench.IEBenchSource(root, "val", size, index_dir, skip_unreadable=skip),
+                    iebench.NUM_CLASSES, size, True)
   if name == "folder":
     from steerjax.data import folder  # pylint: disable=g-import-not-at-top
     train, val, classes, _ = folder.folder_datasets(data_cfg.root, size, data_cfg.val_fraction, data_cfg.seed,
@@ -43,8 +45,10 @@ def get_datasets(data_cfg) -> Datasets:
     return Datasets(train, val, len(classes), size, False)
   from steerjax.data import tfds_source  # pylint: disable=g-import-not-at-top
   data_dir = data_cfg.get("data_dir") or None
-  train = tfds_source.TfdsSource(name, data_cfg.get("train_split", "train"), data_dir, size)
-  val = tfds_source.TfdsSource(name, data_cfg.get("val_split", "test"), data_dir, size)
+  train = tfds_source.TfdsSource(name, data_cfg.get("train_split", "train"), data_dir, size,
+                                 split_key="data.train_split")
+  val = tfds_source.TfdsSource(name, data_cfg.get("val_split", "test"), data_dir, size,
+                               split_key="data.val_split")
   return Datasets(train, val, train.num_classes, size, False)
 
 

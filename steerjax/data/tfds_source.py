@@ -32,10 +32,32 @@ def _not_found(name: str, split: str, data_dir: str, cause: Exception) -> source
       f"(tfds said: {type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''})")
 
 
-class TfdsSource:
-  """Random access to a prepared tfds split as uint8 [size, size, 3] images and int labels."""
+def _prepared_splits(tfds, name: str, data_dir: str) -> list[str]:
+  """The splits prepared for `name` in `data_dir` (none if it is not prepared there at all)."""
+  try:
+    return list(tfds.builder(name, data_dir=data_dir).info.splits)
+  except Exception:  # pylint: disable=broad-except  # not registered, not prepared, unreadable info
+    return []
 
-  def __init__(self, name: str, split: str, data_dir: str | None = None, image_size: int | None = None):
+
+def _no_split(name: str, split: str, data_dir: str, splits: list[str], split_key: str | None,
+              cause: Exception) -> sources.DatasetNotFoundError:
+  use = f"set {split_key} to one of them" if split_key else "ask for one of them"
+  return sources.DatasetNotFoundError(
+      f"tfds dataset '{name}' in data_dir '{data_dir}' has no split '{split}' (prepared there: "
+      f"{', '.join(splits)}; tfds said: {str(cause).splitlines()[0] if str(cause) else type(cause).__name__}); "
+      f"{use}, or prepare the split with `tfds build {name} --data_dir={data_dir} "
+      "--file_format=array_record` where TensorFlow is installed")
+
+
+class TfdsSource:
+  """Random access to a prepared tfds split as uint8 [size, size, 3] images and int labels.
+
+  `split_key`: the config key that chose `split`, named when the split is not prepared.
+  """
+
+  def __init__(self, name: str, split: str, data_dir: str | None = None, image_size: int | None = None,
+               split_key: str | None = None):
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (slow import, only when used)
     self.name, self.split, self.image_size = name, split, image_size
     self.data_dir = data_dir or default_data_dir()
@@ -43,6 +65,9 @@ class TfdsSource:
       self._source = tfds.data_source(name, split=split, data_dir=self.data_dir, download=False)
       features = self._source.dataset_info.features
     except Exception as e:  # tfds raises several types here; all mean "cannot read it"
+      splits = _prepared_splits(tfds, name, self.data_dir)
+      if splits:
+        raise _no_split(name, split, self.data_dir, splits, split_key, e) from None
       raise _not_found(name, split, self.data_dir, e) from e
     if "image" not in features or "label" not in features:
       raise ValueError(f"tfds dataset '{name}' has no image/label features: {list(features)}")
