@@ -192,7 +192,6 @@ class DivergedError(RuntimeError):
   """Training diverged: the run stopped before saving the bad step; checkpoints from before are kept."""
 
   def __init__(self, step: int, reason: str, workdir: str, kept: list[int]):
-    self.step, self.reason, self.workdir, self.kept = step, reason, workdir, kept
     where = os.path.join(workdir, "checkpoints")
     if kept:
       resume = (f"checkpoints kept in {where}: steps {', '.join(map(str, kept))}, all saved before "

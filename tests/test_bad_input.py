@@ -218,6 +218,10 @@ def _flag_cases():
   yield Case("flag:unknown", ["--confg=configs/default.py"], "confg", "--config", "--workdir")
   yield Case("flag:bad-int", ["--num_processes=two"], "num_processes")
   yield Case("flag:bad-bool", ["--allow_config_change=maybe"], "allow_config_change")
+  yield Case("flag:bad-resume-step", ["--resume_step=last"], "resume_step")
+  yield Case("flag:absent-resume-step", ["--resume_step=4"], "--resume_step 4", "available steps: ")
+  yield Case("flag:resume-step-with-eval-only", ["--resume_step=5", "--eval_only"],
+             "--resume_step is for training")
 
 
 @pytest.fixture(scope="module")

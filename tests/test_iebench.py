@@ -94,7 +94,8 @@ def test_missing_or_unreadable_view_is_named_or_replaced_and_counted(tmp_path, c
   jpeg = tmp_path / synset1 / obj1 / "image_9.jpg"
   jpeg.write_bytes(jpeg.read_bytes()[:200])  # truncated: the header opens, the pixels do not
   src = iebench.IEBenchSource(str(tmp_path), "train", image_size=8)
-  for i, name in ((3, f"{synset}/{obj}/image_3.jpg"), (57, f"{obj1}/latent_7.npy"), (59, f"{obj1}/image_9.jpg")):
+  for i, name in ((3, f"{synset}/{obj}/image_3.jpg"), (57, f"{obj1}/latent_7.npy"),
+                  (59, f"{obj1}/image_9.jpg")):
     with pytest.raises(data.UnreadableImageError) as err:
       src[i]
     assert name in str(err.value) and "data.skip_unreadable=True" in str(err.value)

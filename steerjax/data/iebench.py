@@ -62,7 +62,7 @@ class IEBenchSource:
       raise _missing(f"index file '{images_file}' not found")
     self.root, self.split, self.image_size, self.views = root, split, image_size, views_per_object
     self.skip_unreadable = skip_unreadable
-    self.failed: set[str] = set()  # views replaced so far (skip_unreadable)
+    self.failed: set[tuple[str, int]] = set()  # (object folder, view) replaced so far
     self._lock = threading.Lock()
     self.objects = [str(p).lstrip("/") for p in _load_index(images_file)]
     labels_file = os.path.join(index_dir, f"{split}_labels.npy")
@@ -104,7 +104,7 @@ class IEBenchSource:
         raise ValueError(f"{latent.size} numbers, expected at least 7")
     except Exception as e:  # PIL and NumPy raise many types for bad files; all mean unreadable
       raise sources.UnreadableImageError(
-          f"3DIEBench: cannot read {path} ({type(e).__name__}: {e}); {SKIP_HINT}") from None
+          f"3DIEBench: cannot read {path} ({type(e).__name__}: {e})") from None
     return image, latent[:7]
 
   def __getitem__(self, i: int) -> dict:
@@ -116,12 +116,12 @@ class IEBenchSource:
         break
       except sources.UnreadableImageError as e:
         if not self.skip_unreadable:
-          raise
+          raise sources.UnreadableImageError(f"{e}; {SKIP_HINT}") from None
         with self._lock:
           if (folder, k % self.views) not in self.failed:
             self.failed.add((folder, k % self.views))
-            logging.warning("%s; skipped, %d views skipped so far in the %s split", e, len(self.failed),
-                            self.split)
+            logging.warning("%s; skipped (data.skip_unreadable=True), %d views skipped so far in the "
+                            "%s split", e, len(self.failed), self.split)
     else:
       raise sources.UnreadableImageError(
           f"3DIEBench: none of the {self.views} views in {folder} is readable (data.skip_unreadable "

@@ -43,9 +43,10 @@ def _prepared_splits(tfds, name: str, data_dir: str) -> list[str]:
 def _no_split(name: str, split: str, data_dir: str, splits: list[str], split_key: str | None,
               cause: Exception) -> sources.DatasetNotFoundError:
   use = f"set {split_key} to one of them" if split_key else "ask for one of them"
+  said = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
   return sources.DatasetNotFoundError(
       f"tfds dataset '{name}' in data_dir '{data_dir}' has no split '{split}' (prepared there: "
-      f"{', '.join(splits)}; tfds said: {str(cause).splitlines()[0] if str(cause) else type(cause).__name__}); "
+      f"{', '.join(splits)}; tfds said: {said}); "
       f"{use}, or prepare the split with `tfds build {name} --data_dir={data_dir} "
       "--file_format=array_record` where TensorFlow is installed")
 
