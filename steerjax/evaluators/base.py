@@ -142,7 +142,9 @@ class Context:
     `compute(variables, index, **them)` (jitted, input sharded over this process's devices,
     `index` the rows, for per-example keys) returns a dict of [B, ...] outputs. The other arrays
     stay on the host. Process p streams the p-th contiguous share (padded so every process runs
-    the same number of equal-shape chunks); the shares are gathered in row order.
+    the same number of equal-shape chunks); the shares are gathered in row order. Chunks are
+    written into arrays allocated at the first chunk, so the kept arrays are held once (a list of
+    chunks concatenated at the end would peak at twice that).
     """
     count, index = jax.process_count(), jax.process_index()
     share = -(-n // count)
@@ -154,16 +156,18 @@ class Context:
                                           jax.sharding.PartitionSpec("data"))
     fn = self.cached(("stream", compute, sharding),
                      lambda: jax.jit(compute, out_shardings=sharding))
-    parts = []
+    local = None
     for start in range(0, share, bs):
       chunk = mine[start:start + bs]
       rows = np.concatenate([chunk, np.repeat(chunk[-1:], bs - len(chunk))])
       batch = read_rows(rows)
       on_device = {k: jax.device_put(batch.pop(k), sharding) for k in device_keys}
       out = fn(variables, jax.device_put(rows.astype(np.int32), sharding), **on_device)
-      parts.append({**{k: np.asarray(v)[: len(chunk)] for k, v in out.items()},
-                    **{k: v[: len(chunk)] for k, v in batch.items()}})
-    local = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+      part = {**{k: np.asarray(v) for k, v in out.items()}, **batch}
+      if local is None:
+        local = {k: np.empty((share, *v.shape[1:]), v.dtype) for k, v in part.items()}
+      for k, v in part.items():
+        local[k][start:start + len(chunk)] = v[: len(chunk)]
     if count > 1:
       local = {k: np.asarray(multihost_utils.process_allgather(v, tiled=True))
                for k, v in local.items()}
