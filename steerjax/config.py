@@ -15,6 +15,7 @@ from steerjax import methods
 from steerjax import optim
 from steerjax import steerers
 from steerjax.data import rotations
+from steerjax.metrics import probes
 from steerjax.models import heads
 from steerjax.models import encoders
 
@@ -27,13 +28,14 @@ SCHEDULES = optim.SCHEDULES
 DTYPES = ("float32", "bfloat16")
 EVALUATORS = tuple(evaluators.REGISTRY)
 PROBE_OPTIMIZERS = ("sgd", "adam", "lbfgs")
+PROBE_PROTOCOLS = ("fast", *probes.PROTOCOLS)
 
 # Keys that name one of a fixed set (augment policies, eval.evaluators and data.name are checked
 # by `validate` on their own: they also take a ConfigDict, a tuple, or a prepared tfds name).
 CHOICES = {"method": METHODS, "task": TASKS, "model.name": MODELS, "steerer.name": STEERERS,
            "optim.name": OPTIMIZERS, "optim.schedule": SCHEDULES, "model.dtype": DTYPES,
            "head.proj_output": heads.OUTPUTS, "eval.probe_optimizer": PROBE_OPTIMIZERS,
-           "data.quaternion_sign": rotations.SIGNS}
+           "data.quaternion_sign": rotations.SIGNS, "eval.probe_protocol": PROBE_PROTOCOLS}
 
 
 class ConfigError(ValueError):

@@ -93,8 +93,8 @@ def lars(c: ml_collections.ConfigDict, epochs: int, num_train: int, batch_size: 
          learning_rate: float, weight_decay: float = 1e-6) -> ml_collections.ConfigDict:
   """The EquiMod code's training protocol (main.py LARSW; run_*.slurm), which the SimCLR, BYOL
   and steerable baselines share: LARS with momentum 0.9 (--momentum=0.9), 10 warm-up epochs then
-  cosine (--nb_epochs_warmup=10), and a 90-epoch linear probe (--nb_epochs_clsf=90) on the whole
-  evaluation split. The per-run values are each config's to state with their source."""
+  cosine (--nb_epochs_warmup=10), and EquiMod's linear probe (--nb_epochs_clsf=90: 90 epochs,
+  SGD-Nesterov, lr 0.2, cosine, batch 256) on the whole evaluation split. The per-run values are each config's to state with their source."""
   c.batch_size = batch_size
   c.total_steps = steps(epochs, num_train, batch_size)
   c.optim.name = "lars"
@@ -104,7 +104,7 @@ def lars(c: ml_collections.ConfigDict, epochs: int, num_train: int, batch_size: 
   c.optim.warmup_epochs = 10.0
   c.optim.schedule = "cosine"
   c.eval.max_examples = 0
-  c.eval.probe_epochs = 90
+  c.eval.probe_protocol = "equimod"
   return c
 
 

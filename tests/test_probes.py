@@ -69,7 +69,71 @@ def test_knn_matches_numpy():
     for j in nn:
       scores[i, train_y[j]] += np.exp(sims[i, j] / tau)
   expected = np.mean(np.argmax(scores, 1) == val_y)
-  out = probes.knn_accuracy(train_x, train_y, val_x, val_y, 5, k=k, temperature=tau, chunk_size=8)
-  assert out["top1"] == pytest.approx(expected)
   top5 = np.mean([val_y[i] in np.argsort(-scores[i])[:5] for i in range(30)])
-  assert out["top5"] == pytest.approx(top5)
+  # bank_chunk 80: one chunk; 16: five; 13: seven, the last padded (its rows must never vote).
+  for bank_chunk in (80, 16, 13):
+    out = probes.knn_accuracy(train_x, train_y, val_x, val_y, 5, k=k, temperature=tau,
+                              chunk_size=8, bank_chunk=bank_chunk)
+    assert out["top1"] == pytest.approx(expected) and out["top5"] == pytest.approx(top5)
+  bank = probes.l2_normalize(train_x.astype(np.float32))
+  got = probes.knn_class_scores(vn.astype(np.float32), bank, train_y, 5, k=k, temperature=tau,
+                                bank_chunk=13)
+  np.testing.assert_allclose(got, scores, rtol=1e-4)
+
+
+_TWO_DEVICES = """
+import sys
+import jax
+import numpy as np
+sys.path.insert(0, {tests_dir!r})
+from test_probes import _blobs, _probe
+from steerjax.metrics import probes
+assert jax.local_device_count() == 2, jax.devices()
+out = {{}}
+for name, devices in (("two", jax.local_devices()), ("one", jax.local_devices()[:1])):
+  for optimizer in ("sgd", "adam"):
+    out.update({{f"{{name}}_{{optimizer}}_{{k}}": v for k, v in _probe(optimizer, devices).items()}})
+np.savez({path!r}, **out)
+"""
+
+
+def _probe(optimizer, devices=None):
+  """A probe whose batch (33) is odd (padding rows on 2 devices) and does not divide n (180)."""
+  train_x, train_y = _blobs(3, spread=2.0)
+  out = probes.linear_probe(train_x, train_y, train_x[:40], train_y[:40], 3, epochs=4,
+                            batch_size=33, lr=0.05, optimizer=optimizer, weight_decay=1e-3,
+                            devices=devices)
+  return {**out["head"], "top1": np.float32(out["top1"])}
+
+
+def test_probe_sharded_over_two_devices_equals_one_device(tmp_path):
+  """Data-parallel minibatches over 2 emulated CPU devices train the same head as 1 device."""
+  import os, subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
+  path = str(tmp_path / "heads.npz")
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+         "JAX_PLATFORMS": "cpu"}
+  script = _TWO_DEVICES.format(tests_dir=os.path.dirname(__file__), path=path)
+  subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=300)
+  got = np.load(path)
+  for optimizer in ("sgd", "adam"):
+    here = _probe(optimizer)  # this process: one device
+    assert np.abs(here["w"]).max() > 0.01  # it trained
+    for key, value in here.items():
+      for name in ("two", "one"):
+        np.testing.assert_allclose(got[f"{name}_{optimizer}_{key}"], value, rtol=1e-4, atol=1e-5,
+                                   err_msg=f"{name} {optimizer} {key}")
+
+
+def test_probe_protocol_selects_the_papers_settings():
+  import types  # pylint: disable=g-import-not-at-top
+  from steerjax import config as config_lib, presets  # pylint: disable=g-import-not-at-top
+  from steerjax.evaluators import Context  # pylint: disable=g-import-not-at-top
+  cfg = config_lib.base_config()
+  run = types.SimpleNamespace(config=cfg)
+  assert Context.probe_settings(run) == dict(epochs=100, batch_size=256, lr=1e-2,
+                                             optimizer="adam", seed=0)
+  cfg.eval.probe_protocol, cfg.eval.probe_epochs = "equimod", 7  # the protocol sets every key
+  assert Context.probe_settings(run) == dict(optimizer="sgd", epochs=90, lr=0.2, batch_size=256,
+                                             weight_decay=0.0, seed=0)
+  lars = presets.lars(config_lib.base_config(), 10, 1000, 100, 1.0)
+  assert lars.eval.probe_protocol == "equimod"

@@ -240,18 +240,25 @@ class Context:
       self._cache[key] = self.stream_split(split, compute, None)["features"]
     return self._cache[key]
 
+  def probe_settings(self) -> dict:
+    """The linear probe's training settings: the protocol `eval.probe_protocol` names in
+    `probes.PROTOCOLS`, or for "fast" the eval.probe_* keys."""
+    e = self.config.eval
+    if e.probe_protocol in probes.PROTOCOLS:
+      return dict(probes.PROTOCOLS[e.probe_protocol], seed=self.config.seed)
+    return dict(epochs=e.probe_epochs, batch_size=e.probe_batch_size, lr=e.probe_lr,
+                optimizer=e.probe_optimizer, seed=self.config.seed)
+
   def probe(self, random_init: bool = False, pixels: bool = False) -> dict:
     """The linear probe on the trained encoder's features (the head TTA, OOD and transfer
     classify with), on a random-init encoder's, or on the pixels."""
     key = ("probe", random_init, pixels)
     if key not in self._cache:
-      e = self.config.eval
       features = self.pixel_features if pixels else lambda split: self.features(split, random_init)
       self._cache[key] = probes.linear_probe(
           features("train"), self.split_arrays("train")["label"],
           features("val"), self.split_arrays("val")["label"],
-          self.run.datasets.num_classes, epochs=e.probe_epochs, batch_size=e.probe_batch_size,
-          lr=e.probe_lr, optimizer=e.probe_optimizer, seed=self.config.seed)
+          self.run.datasets.num_classes, **self.probe_settings())
     return self._cache[key]
 
   def require_steerer(self) -> None:

@@ -17,8 +17,7 @@ def run(ctx: base.Context) -> dict:
     feats = [d["features"] for d in (train, test)]
     num_classes = int(max(train["label"].max(), test["label"].max())) + 1
     result = probes.linear_probe(feats[0], train["label"], feats[1], test["label"], num_classes,
-                                 epochs=e.probe_epochs, batch_size=e.probe_batch_size,
-                                 lr=e.probe_lr, optimizer=e.probe_optimizer, seed=ctx.config.seed)
+                                 **ctx.probe_settings())
     out[f"transfer_{name.replace('/', '_')}_top1"] = result["top1"]
   if not out:
     raise base.NotApplicable(f"none of {', '.join(missing)} is prepared in data.data_dir "
