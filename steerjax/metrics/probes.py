@@ -60,8 +60,8 @@ def _train_minibatch(head, x, y, *, optimizer, epochs, batch_size, lr, weight_de
 
   The minibatch order is a NumPy permutation per epoch and each minibatch's gradient is its mean
   over the whole minibatch, so the result does not depend on the number of devices. Minibatches
-  are padded with weight-0 rows to a multiple of the device count and sent `steps` at a time
-  ([steps, batch, d], batch axis sharded), one jitted scan per chunk.
+  are padded with weight-0 rows to a multiple of the device count and sent about `CHUNK_BYTES`
+  of features at a time ([steps, batch, d], batch axis sharded), one jitted scan per chunk.
   """
   n, dim = x.shape
   batch_size = min(batch_size, n)
