@@ -15,8 +15,11 @@ def __getattr__(name):
   if name in _API:
     from steerjax import api  # pylint: disable=g-import-not-at-top
     return getattr(api, name)
+  if name == "measure_equivariance":
+    from steerjax.metrics import learned_equivariance  # pylint: disable=g-import-not-at-top
+    return learned_equivariance.measure
   raise AttributeError(f"module 'steerjax' has no attribute {name!r}")
 
 
 def __dir__():
-  return sorted(list(globals()) + list(_API))
+  return sorted(list(globals()) + list(_API) + ["measure_equivariance"])

@@ -132,3 +132,33 @@ def test_resnet_measures_and_plot(tmp_path):
   images = jax.random.uniform(jax.random.key(0), (2, 16, 16, 3))
   feats = _sown_measures_and_plot(model, model.strides, images, tmp_path / "layers.png")
   assert set(feats) == {"stem", "stage1", "stage2", "stage3", "stage4", "output"}
+
+
+def test_measure_on_a_function_returning_named_maps(tmp_path):
+  net = CircularNet()
+  images = jax.random.uniform(jax.random.key(0), (3, SIZE, SIZE, 3))
+  variables = net.init(jax.random.key(1), images)
+  out = le.measure(net.apply, variables, images, strides=STRIDES, margin=0, plot=str(tmp_path / "m.png"))
+  features = jax.jit(lambda x: net.apply(variables, x))
+  assert out["correlation"] == le.correlation_equivariance(features, images, STRIDES, margin=0)
+  assert list(out["correlation"]["translate"]) == ["conv1", "conv2", "pooled", "overall"]
+  assert out["correlation"]["translate"]["conv2"] > 1 - 1e-5  # circular convs: exactly equivariant
+  lee = le.layer_lie_derivatives(features, images, STRIDES, "rotate")
+  np.testing.assert_allclose([out["lie_derivative"]["rotate"][k] for k in lee], list(lee.values()), rtol=1e-4)
+  assert (tmp_path / "m.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  uint8 = (images * 255).astype(jnp.uint8)
+  assert le.measure(net.apply, variables, uint8, strides=STRIDES)["correlation"] == le.measure(
+      net.apply, variables, uint8.astype(jnp.float32) / 255, strides=STRIDES)["correlation"]
+
+
+def test_measure_on_a_sowing_module_is_the_public_entry_point():
+  import steerjax  # pylint: disable=g-import-not-at-top
+  model = SowingNet()
+  images = jax.random.uniform(jax.random.key(0), (2, SIZE, SIZE, 3))
+  variables = model.init(jax.random.key(1), images, train=False)
+  out = steerjax.measure_equivariance(model, variables, images, strides={"stem": 1, "stage1": 2},
+                                      generators=("translate_x",))
+  assert list(out["correlation"]["rotate"]) == ["stem", "stage1", "output", "overall"]
+  assert set(out["lie_derivative"]) == {"translate_x"}
+  with pytest.raises(ValueError, match="strides"):
+    le.measure(model, variables, images)  # SowingNet has no `strides` attribute

@@ -77,3 +77,12 @@ def test_steerers_explained_runs_in_smoke_mode(tmp_path):
   assert len(outputs(nb, "image/png")) == 4  # generator norms, spectra/commutators, sweeps, errors
   text = "".join(o.get("text", "") for o in outputs(nb, "stream"))
   assert "crop side" in text and "steering error" in text
+
+
+@pytest.mark.slow  # converts a random model, measures it, fits a steerer and runs steered TTA
+def test_measure_your_model_runs_in_smoke_mode(tmp_path):
+  nb = execute("measure_your_model.ipynb", SMOKE=True, WORKDIR=str(tmp_path / "run"))
+  assert (tmp_path / "run" / "fitted_steerer" / "steerer.json").exists()
+  assert len(outputs(nb, "image/png")) == 2  # contact sheet, per-layer equivariance
+  text = "".join(o.get("text", "") for o in outputs(nb, "stream"))
+  assert "held-out steering_error" in text and "tta_steered_top1" in text

@@ -11,7 +11,9 @@ transformation acts trivially on them):
   Lie derivative of the layer along a one-parameter group of warps, by `jax.jvp`.
 
 `sown_features_fn` turns an encoder that sows its feature maps into the
-`intermediates` collection (steerjax.models.resnet) into such a function.
+`intermediates` collection (steerjax.models.resnet) into such a function;
+`measure` (`steerjax.measure_equivariance`) runs both measures and the plot on
+any such module or function.
 """
 
 import math
@@ -26,15 +28,18 @@ FeaturesFn = Callable[[jax.Array], Mapping[str, jax.Array]]
 GENERATORS = ("translate_x", "translate_y", "rotate")
 
 
-def sown_features_fn(model, variables, *, output_name: str = "output") -> FeaturesFn:
-  """features_fn of a Flax encoder: its sown `intermediates` plus its output (eval mode).
+def sown_features_fn(model, variables, *, output_name: str = "output",
+                     apply_kwargs: Mapping | None = None) -> FeaturesFn:
+  """features_fn of a Flax encoder: its sown `intermediates` plus its output, the module called
+  with `apply_kwargs` (default `train=False`, steerjax's encoders in inference mode).
 
   Sown values are keyed by their sow name (the last path component), so
   `stem`, `stage1`..`stage4` of steerjax.models.resnet come out as such.
   """
+  kwargs = {"train": False} if apply_kwargs is None else dict(apply_kwargs)
 
   def features(images):
-    out, state = model.apply(variables, images, train=False, mutable=["intermediates"])
+    out, state = model.apply(variables, images, mutable=["intermediates"], **kwargs)
     flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(state["intermediates"]))
     feats = {path[-1]: value[-1] if isinstance(value, tuple) else value for path, value in flat.items()}
     feats[output_name] = out
@@ -273,3 +278,51 @@ def plot_layer_equivariance(results: Mapping[str, Mapping[str, Mapping[str, floa
     ax.legend()
   fig.tight_layout()
   fig.savefig(path, dpi=100)
+
+
+def measure(apply_fn, variables, images, *, strides: Mapping[str, int] | None = None,
+            apply_kwargs: Mapping | None = None, generators: Sequence[str] = ("translate_x", "rotate"),
+            margin: int = 4, plot: str | None = None) -> dict:
+  """Per-layer learned equivariance of any model: both measures, and optionally the plot.
+
+  Args:
+    apply_fn: a Flax module that sows its feature maps into `intermediates`
+      (`self.sow("intermediates", name, x)`, as steerjax's encoders do; its output is measured
+      too, as "output"), or any `apply_fn(variables, images) -> {name: [B, h, w, c] map or
+      [B, d] vector}`.
+    variables: its variables.
+    images: float [B, H, W, 3] as the model takes them (uint8 is scaled to [0, 1]); square for
+      the rotations.
+    strides: {name: total stride of that map w.r.t. the input}, in depth order; default the
+      module's `strides` attribute. Vectors need none.
+    apply_kwargs: keyword arguments of the module's call (default `train=False`).
+    generators: the Lie-derivative warps (`GENERATORS`).
+    margin: border pixels the correlation crops (`correlation_equivariance`).
+    plot: a PNG path for `plot_layer_equivariance`.
+
+  Returns:
+    {"correlation": correlation_equivariance(...), "lie_derivative": {generator:
+    layer_lie_derivatives(...)}}, layers in `strides` order, then the vectors, then "overall".
+  """
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  if isinstance(apply_fn, nn.Module):
+    strides = getattr(apply_fn, "strides", None) if strides is None else strides
+    features_fn = sown_features_fn(apply_fn, variables, apply_kwargs=apply_kwargs)
+  else:
+    features_fn = lambda x: apply_fn(variables, x)
+  if strides is None:
+    raise ValueError("give strides={name: stride} of the feature maps (the module has no `strides`)")
+  images = jnp.asarray(images)
+  images = images.astype(jnp.float32) / 255.0 if images.dtype == jnp.uint8 else images.astype(jnp.float32)
+  # Maps without a stride cannot be aligned; they are left out (vectors are compared as they are).
+  jitted = jax.jit(lambda x: {k: v for k, v in features_fn(x).items() if k in strides or v.ndim == 2})
+  results = {"correlation": correlation_equivariance(jitted, images, strides, margin=margin),
+             "lie_derivative": {g: layer_lie_derivatives(jitted, images, strides, g) for g in generators}}
+  # Jitted functions return dicts in sorted-key order: back to depth order.
+  depth = lambda layers: ([n for n in strides if n in layers]
+                          + sorted(n for n in layers if n not in strides and n != "overall") + ["overall"])
+  results = {kind: {family: {n: layers[n] for n in depth(layers)} for family, layers in per.items()}
+             for kind, per in results.items()}
+  if plot:
+    plot_layer_equivariance(results, plot)
+  return results
