@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import os
 
 import jax
 import numpy as np
@@ -93,6 +94,21 @@ def test_report_files_agree(trained):
   row = [report[f"corrupt_top1_fog_s{s}"] for s in range(1, 6)] + [report["corrupt_top1_fog"], report["corrupt_ce_fog"]]
   assert "| fog | " + " | ".join(f"{v:.4f}" for v in row) + " |" in markdown
   assert "| corrupt_top1_fog_s1 |" not in markdown
+
+
+def test_report_sections_show_headlines_then_their_plots(trained):
+  _, workdir, _, report = trained
+  with open(f"{workdir}/report.md") as f:
+    markdown = f.read()
+  for section, png in (("tta", "tta_views.png"), ("robustness", "corruption_severity.png"),
+                       ("learned equivariance", "layer_equivariance.png")):
+    assert os.path.getsize(os.path.join(workdir, png)) > 0
+    title = f"## {section[0].upper()}{section[1:]}"
+    body = markdown[markdown.index(title):]
+    assert body.index("**") < body.index(f"![{section}]({png})") < body.index("| metric |")
+  assert "**tta_none_top1** " + f"{report['tta_none_top1']:.4f}" in markdown
+  with open(f"{workdir}/report.json") as f:  # flat: numbers only
+    assert all(isinstance(v, (int, float)) for v in json.load(f).values())
 
 
 def test_restored_run_gives_the_same_report(trained):

@@ -88,3 +88,14 @@ def test_image_tta_matches_loop_and_steered_tta_for_an_exactly_steerable_encoder
       basis_fn=lambda zz: steerer.apply(variables, zz, method="basis_apply"),
       combine_fn=lambda zz, basis, gg: steerer.apply(variables, zz, basis, gg, method="combine"))
   np.testing.assert_allclose(steered, image_probs, rtol=1e-3, atol=1e-5)
+
+
+def test_accuracy_by_views_averages_the_first_n_views():
+  from steerjax.evaluators import tta as tta_eval  # pylint: disable=g-import-not-at-top
+  # Image 0: view 1 says class 1 (wrong), views 1-2 tie-break to 0 by their mean, all 3 say 0.
+  image = np.array([[[0.4, 0.6], [0.9, 0.1], [0.8, 0.2]],
+                    [[0.1, 0.9], [0.2, 0.8], [0.3, 0.7]]])
+  probs = {"none": image[:, :1], "image": image}
+  views, curves = tta_eval.accuracy_by_views(probs, np.array([0, 1]))
+  assert views == [1, 2, 3]
+  assert curves == {"none": [0.5, 0.5, 0.5], "image": [0.5, 1.0, 1.0]}

@@ -8,6 +8,7 @@ apply raises `NotApplicable` and is listed in the report as skipped, with its re
 """
 
 import importlib
+import os
 import pkgutil
 from typing import Any
 
@@ -58,6 +59,7 @@ def evaluate_run(run: train_lib.Run, workdir: str, ctx: Context | None = None) -
   report: dict[str, float] = {"train_seconds": run.train_seconds,
                               "train_steps": int(run.config.total_steps)}
   sections: dict[str, list[str]] = {}
+  plots: dict[str, list[str]] = {}
   skipped: dict[str, str] = {}
   for name in run.config.eval.evaluators:
     try:
@@ -66,10 +68,13 @@ def evaluate_run(run: train_lib.Run, workdir: str, ctx: Context | None = None) -
       skipped[name] = str(e)
       continue
     report.update({k: float(v) for k, v in result.items()})
-    sections.setdefault(REGISTRY[name].section, []).extend(result)
+    section = REGISTRY[name].section
+    sections.setdefault(section, []).extend(result)
+    if REGISTRY[name].plot and os.path.exists(os.path.join(workdir, REGISTRY[name].plot)):
+      plots.setdefault(section, []).append(REGISTRY[name].plot)
   if jax.process_index() == 0:
     report_lib.write(report, sections, skipped, run.config, workdir,
-                     [s for s in SECTIONS if s in sections])
+                     [s for s in SECTIONS if s in sections], plots)
   return report
 
 

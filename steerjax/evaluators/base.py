@@ -34,14 +34,16 @@ class Evaluator:
   """One evaluator: `run(ctx) -> {report key: number}`.
 
   `defaults` are its keys of the `eval` config block (merged into `config.base_config`), `keys`
-  the report keys it writes (`{}` marks a part filled at run time, e.g. a corruption name) and
-  `section` the report.md section it belongs to.
+  the report keys it writes (`{}` marks a part filled at run time, e.g. a corruption name),
+  `section` the report.md section it belongs to and `plot` the PNG (in the workdir) its run
+  draws, which report.md shows under that section.
   """
   name: str
   run: Callable[["Context"], dict]
   keys: tuple[str, ...]
   section: str
   defaults: dict = dataclasses.field(default_factory=dict)
+  plot: str = ""
 
 
 @dataclasses.dataclass

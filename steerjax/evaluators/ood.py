@@ -14,12 +14,15 @@ TTA, steered TTA}; `ood_auc_{mode}_*` without a score name is the max-softmax on
 """
 
 import json
+import os
 
+import jax
 import numpy as np
 
 from steerjax import data
 from steerjax.data import tfds_source
 from steerjax.evaluators import base
+from steerjax.evaluators import report as report_lib
 from steerjax.evaluators import tta as tta_eval
 from steerjax.metrics import corruptions
 from steerjax.metrics import ood
@@ -118,6 +121,14 @@ def run(ctx: base.Context) -> dict:
     return out | _prepared_ood_sets(ctx, clean)
   out.update(summary(errors, e.ood_corruptions,
                      baseline_errors(e.ood_baseline, e.ood_corruptions) if e.ood_baseline else None))
+  if jax.process_index() == 0:
+    severities = list(range(1, 6))
+    curves = {"mean": [1 - float(np.mean([errors[n, s] for n in e.ood_corruptions]))
+                       for s in severities]}
+    curves.update({n: [1 - errors[n, s] for s in severities] for n in e.ood_corruptions})
+    report_lib.line_plot(os.path.join(ctx.workdir, PLOT), severities, curves, xlabel="severity",
+                     ylabel="linear-probe top-1", title="accuracy under corruption by severity",
+                         emphasis="mean")
   out["corrupt_prepared_fraction"] = prepared / len(errors)
   for key in per_corruption[0]:
     score, mode = key
@@ -141,8 +152,9 @@ def _prepared_ood_sets(ctx: base.Context, clean: dict) -> dict:
   return out
 
 
+PLOT = "corruption_severity.png"
 EVALUATOR = base.Evaluator(
-    "ood", run, section="robustness",
+    "ood", run, section="robustness", plot=PLOT,
     keys=("corrupt_top1_{}_s{}", "corrupt_top1_{}", "corrupt_ce_{}", "corrupt_mce",
           "corrupt_top1_mean", "corrupt_prepared_fraction", "ood_auc_{}_{}", "ood_auc_{}_mean",
           "ood_auc_{}_{}_mean"),

@@ -1,4 +1,5 @@
-"""report.json (flat keys, numbers) and report.md (sections, headline numbers first)."""
+"""report.json (flat keys, numbers) and report.md (sections, headline numbers first, then the
+section's plots and its full table), and the line plot evaluators draw for it."""
 
 import json
 import os
@@ -34,8 +35,40 @@ def _corruption_table(report: dict, keys: list[str]) -> tuple[list[str], set[str
   return lines, used
 
 
+def line_plot(path: str, x, series: dict[str, list[float]], *, xlabel: str, ylabel: str,
+              title: str, log2_x: bool = False, emphasis: str = "") -> None:
+  """One PNG of labelled curves over a shared x, for a report.md section; the `emphasis`
+  curve (e.g. a mean over the others) is drawn thick and black."""
+  # A bare Figure, not pyplot: writing the file must not switch a notebook's backend.
+  from matplotlib import colormaps  # pylint: disable=g-import-not-at-top
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+
+  many = len(series) > 5
+  fig = Figure(figsize=(7.5 if many else 5.5, 4))
+  ax = fig.subplots()
+  ax.set_prop_cycle(color=colormaps["tab20" if many else "tab10"].colors)
+  for label, ys in series.items():
+    if label == emphasis:
+      ax.plot(x, ys, "k-o", lw=2.5, label=label, zorder=3)
+    else:
+      ax.plot(x, ys, marker="." if many else "o", lw=1 if many else 1.5, label=label)
+  if log2_x:
+    ax.set_xscale("log", base=2)
+  ax.set_xticks(x, [str(v) for v in x])
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title)
+  if many:
+    ax.legend(fontsize="x-small", loc="center left", bbox_to_anchor=(1.01, 0.5))
+  else:
+    ax.legend(fontsize="small")
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+
+
 def write(report: dict, sections: dict[str, list[str]], skipped: dict[str, str], config,
-          workdir: str, order: list[str]) -> None:
+          workdir: str, order: list[str], plots: dict[str, list[str]] | None = None) -> None:
+  """report.json and report.md; `plots`: {section: PNG names in the workdir} shown in it."""
   with open(os.path.join(workdir, "report.json"), "w") as f:
     json.dump(report, f, indent=2)
   lines = [f"# steerjax report: {config.method} on {config.data.name}", "",
@@ -48,7 +81,13 @@ def write(report: dict, sections: dict[str, list[str]], skipped: dict[str, str],
   for section in order:
     keys = sections[section]
     first = [k for k in HEADLINES.get(section, ()) if k in keys]
-    lines += ["", f"## {section[0].upper()}{section[1:]}", "", "| metric | value |", "|---|---|"]
+    lines += ["", f"## {section[0].upper()}{section[1:]}", ""]
+    if first:
+      lines += [", ".join(f"**{k}** {report[k]:.4f}" for k in first), ""]
+    pngs = (plots or {}).get(section, ())
+    if pngs:
+      lines += [f"![{section}]({png})" for png in pngs] + [""]
+    lines += ["| metric | value |", "|---|---|"]
     table, in_table = _corruption_table(report, keys)
     lines += [_row(k, report[k]) for k in first + [k for k in keys if k not in first and k not in in_table]]
     lines += table

@@ -9,6 +9,7 @@ which is what the steerer learned.
 """
 
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +18,7 @@ import numpy as np
 from steerjax import augment
 from steerjax import tta
 from steerjax.evaluators import base
+from steerjax.evaluators import report as report_lib
 from steerjax.metrics import probes
 
 
@@ -70,16 +72,31 @@ def view_probabilities(ctx: base.Context, images_uint8: np.ndarray) -> dict[str,
   return ctx.batched(fn, (ctx.variables, ctx.probe()["head"]), images_uint8, keys)
 
 
+def accuracy_by_views(probs: dict[str, np.ndarray], labels: np.ndarray) -> tuple[list, dict]:
+  """Top-1 of the mean over the first n views, n = 1, 2, 4, ... and N: (the n, {mode: top-1
+  at each n}); no TTA (one view) is the same at every n."""
+  total = max(p.shape[1] for p in probs.values())
+  views = sorted({*(2**i for i in range(total.bit_length())), total})
+  return views, {mode: [float(np.mean(p[:, :n].mean(1).argmax(-1) == labels)) for n in views]
+                 for mode, p in probs.items()}
+
+
 def run(ctx: base.Context) -> dict:
   applies(ctx)
   val = ctx.subset("val", ctx.config.eval.tta_examples)
   probs = view_probabilities(ctx, val["image"])
-  return {f"tta_{mode}_top1": float(np.mean(p.mean(1).argmax(-1) == val["label"]))
-          for mode, p in probs.items()}
+  views, curves = accuracy_by_views(probs, val["label"])
+  if jax.process_index() == 0:
+    report_lib.line_plot(os.path.join(ctx.workdir, PLOT), views, curves, log2_x=True,
+                     xlabel="views N", ylabel="linear-probe top-1",
+                     title=f"TTA accuracy by number of views ({len(val['label'])} val images)")
+  return {f"tta_{mode}_top1": curve[-1] for mode, curve in curves.items()}
 
 
+PLOT = "tta_views.png"
 EVALUATOR = base.Evaluator(
     "tta", run, section="tta", keys=("tta_none_top1", "tta_image_top1", "tta_steered_top1"),
+    plot=PLOT,
     defaults=dict(
         tta_views=8, tta_examples=256,  # TTA and OOD use this many held-out images
         # Test-time policy (an augment config: base policy + overrides): flips, mild crops and
