@@ -99,6 +99,11 @@ def create_state(method: Method, model: nn.Module, tx: optax.GradientTransformat
   return init.eval_shape() if abstract else init()
 
 
+def _kernel_norm(tree, params) -> jax.Array:
+  """Global norm of `tree`'s leaves where `params` holds a weight matrix or kernel (ndim > 1)."""
+  return optax.tree.norm([x for x, p in zip(jax.tree.leaves(tree), jax.tree.leaves(params)) if p.ndim > 1])
+
+
 def make_train_step(method: Method, model: nn.Module, tx: optax.GradientTransformation,
                     mesh: Mesh, total_steps: int) -> Callable:
   """Returns the jitted `step(state, batch) -> (state, metrics)`; the state is donated."""
@@ -135,7 +140,8 @@ def make_train_step(method: Method, model: nn.Module, tx: optax.GradientTransfor
 
     metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
                "param_norm": optax.tree.norm(params),
-               "update_ratio": optax.tree.norm(updates) / optax.tree.norm(state.params), **terms}
+               "update_ratio": _kernel_norm(updates, state.params) / _kernel_norm(state.params, state.params),
+               **terms}
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                               opt_state=opt_state, target_params=target_params,
                               target_batch_stats=new_target_stats)
@@ -164,14 +170,18 @@ def variables_for_eval(state: TrainState) -> dict[str, Any]:
   return {"params": state.params, "batch_stats": state.batch_stats}
 
 
-# A healthy step moves the parameters by a small fraction of their norm (Adam or LARS at peak
-# learning rate: about 1e-3 to 1e-1); one that moves them further than their own norm has exploded.
+# `update_ratio`: the norm of a step's update to the weight matrices and kernels over their norm.
+# A healthy step moves them by a small fraction (measured on the test-size run, 40 steps: at most
+# 0.011 with AdamW at 2e-3, 0.031 with LARS at 4.0, 0.037 with SGD at 0.1); one that moves them
+# further than their own norm has exploded. Biases and BatchNorm shifts are left out: they start
+# at zero, and LARS gives them plain SGD steps, so their relative change says nothing about an
+# explosion (with them, LARS at 4.0 reached 0.24).
 MAX_UPDATE_RATIO = 1.0
 
 
 def divergence(metrics: dict[str, float]) -> str | None:
   """Why a step's update must not be kept (its loss, gradient or parameters are not finite, or it
-  moved the parameters by more than their norm), or None for a healthy step.
+  moved the weights by more than their norm), or None for a healthy step.
 
   Finiteness alone is not enough: an absurd learning rate blows the parameters and the optimiser
   state up by orders of magnitude while the loss stays finite (normalised embeddings bound the
@@ -183,7 +193,7 @@ def divergence(metrics: dict[str, float]) -> str | None:
     if not math.isfinite(metrics[key]):
       return f"{key} {metrics[key]}"
   if not metrics["update_ratio"] <= MAX_UPDATE_RATIO:
-    return (f"the update moved the parameters by {metrics['update_ratio']:.3g} times their norm, "
+    return (f"the update moved the weights by {metrics['update_ratio']:.3g} times their norm, "
             f"more than {MAX_UPDATE_RATIO:g}")
   return None
 

@@ -327,8 +327,8 @@ HEALTHY = {"loss": 4.2, "grad_norm": 0.3, "param_norm": 30.0, "update_ratio": 0.
     ({"loss": float("nan")}, "loss nan"),
     ({"grad_norm": float("inf")}, "grad_norm inf"),
     ({"param_norm": float("inf")}, "param_norm inf"),
-    ({"update_ratio": 3e4}, "moved the parameters by 3e+04 times their norm"),
-    ({"update_ratio": float("nan")}, "moved the parameters by nan times"),
+    ({"update_ratio": 3e4}, "moved the weights by 3e+04 times their norm"),
+    ({"update_ratio": float("nan")}, "moved the weights by nan times"),
 ])
 def test_divergence_names_what_exploded(bad, reason):
   from steerjax import train  # pylint: disable=g-import-not-at-top
@@ -350,7 +350,7 @@ def test_absurd_learning_rate_stops_at_once_saving_nothing_and_says_how_to_rerun
   _, err = proc.communicate(timeout=600)
   assert proc.returncode == 1
   line = _error_line(err)
-  assert "training diverged at step 0 (the update moved the parameters by" in line
+  assert "training diverged at step 0 (the update moved the weights by" in line
   assert "no checkpoint was saved before it" in line
   assert "--config.optim.learning_rate=100000 --allow_config_change" in line
   assert not [d for d in os.listdir(tmp_path / "checkpoints") if d.isdigit()]
