@@ -40,7 +40,7 @@ def view_fn(ctx: base.Context, num_views: int):
   else:
     steerer = lambda v: dict(steer_fn=functools.partial(fns.steer, v))
   steers = method.steers_representation and fns.steer is not None
-  chunk = ctx.config.eval.batch_size
+  chunk = ctx.config.eval.batch_size  # views per encoder call (fewer when B·N is: no padding)
 
   def fn(state, images_uint8, keys):
     variables, head = state
@@ -57,7 +57,7 @@ def view_fn(ctx: base.Context, num_views: int):
     flat = jax.tree.map(lambda p: p.reshape(-1, *p.shape[2:]), params)
     g = encode(flat).reshape(*keys.shape[:1], num_views, -1)
     out["image"] = tta.image_tta_views(embed, head_fn, floats, lambda im, p: policy.apply(im, p, size),
-                                       params, batch_size=chunk)
+                                       params, batch_size=min(chunk, len(keys) * num_views))
     out["steered"] = tta.steered_tta_views(head_fn, z, g, **steerer(variables))
     return out
 
