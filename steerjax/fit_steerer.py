@@ -15,8 +15,9 @@ it unchanged (`steered`).
 
 The CLI fits on DIR's train split (`fit.*` keys; `steerer.name` picks the family and
 `augment.policy` the augmentations, by default the run's own), then writes
-DIR/fitted_steerer/steerer.msgpack (Flax variables) and steerer.json (family, policy, fit keys
-and `heldout`: the `steering` evaluator's figures on the val split). `--evaluate` also runs the
+DIR/fitted_steerer/steerer.msgpack (Flax variables), steerer.json (family, policy, fit keys and
+`heldout`: the `steering` evaluator's figures on the val split) and config.json (the config it
+was fitted with). `--evaluate` also runs the
 configured evaluators with the fitted steerer into DIR/fitted_steerer/report.{json,md};
 `api.load_run(DIR, fitted_steerer=True)` gives the run with it. With `--converted CDIR` (a
 `python -m steerjax.convert --from-torch` output) the encoder is that one, DIR is just the output
