@@ -204,8 +204,8 @@ class DivergedError(RuntimeError):
   def __init__(self, step: int, reason: str, workdir: str, kept: list[int]):
     where = os.path.join(workdir, "checkpoints")
     if kept:
-      resume = (f"checkpoints kept in {where}: steps {', '.join(map(str, kept))}, all saved before "
-                f"it; resume from step {kept[-1]} with a lower learning rate and --allow_config_change "
+      resume = (f"checkpoints kept in {where}, all from before it: step {', '.join(map(str, kept))}; "
+                f"resume from step {kept[-1]} with a lower learning rate and --allow_config_change "
                 "(--resume_step N goes back to an earlier one)")
     else:
       resume = (f"no checkpoint was saved before it; rerun with a lower learning rate and "

@@ -398,7 +398,7 @@ def test_divergence_keeps_healthy_checkpoints_and_a_lower_rate_resumes_from_them
   code, _, err = run("--config.total_steps=10", "--config.optim.learning_rate=1e6", "--allow_config_change")
   assert code == 1
   line = _error_line(err)
-  assert "training diverged at step 6 (" in line and "steps 2, 4, 6, all saved before it" in line
+  assert "training diverged at step 6 (" in line and "all from before it: step 2, 4, 6;" in line
   assert "resume from step 6 with a lower learning rate" in line
   assert sorted(int(d) for d in os.listdir(tmp_path / "checkpoints") if d.isdigit()) == [2, 4, 6]
   same(reference, _final_params(tmp_path, 6))
