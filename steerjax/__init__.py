@@ -6,6 +6,10 @@ The Python API (`steerjax.api`) is importable from here; it loads on first use, 
 
 __version__ = "0.1.0"
 
+from steerjax import cpu_flags
+
+cpu_flags.apply()
+
 # `train` stays `steerjax.api.train`: `steerjax.train` is the trainer module.
 _API = ("Run", "contact_sheet", "load_config", "load_encoder", "load_run", "plot_loss",
         "read_metrics")

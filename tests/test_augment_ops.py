@@ -242,6 +242,16 @@ def test_gaussian_blur_traced_sigma_and_even_kernel():
     np.testing.assert_allclose(out, np_gaussian_blur(x.astype(np.float64), sigma, 5), atol=COLOUR_TOL, rtol=0)
   with pytest.raises(ValueError, match="odd"):
     ops.gaussian_blur(x, 1.0, 4)
+  with pytest.raises(ValueError, match="larger than"):
+    ops.gaussian_blur(x[:4, :4], 1.0, 9)
+
+
+def test_gaussian_blur_sigma_zero_is_exactly_the_image():
+  """The policy's unapplied blur (sigma 0) must leave the pixels untouched, not nearly so."""
+  x = IMAGES["random"]
+  got = jax.jit(jax.vmap(ops.gaussian_blur, in_axes=(None, 0, None)), static_argnums=2)(x, jnp.array([0.0, 1.2]), 7)
+  np.testing.assert_array_equal(got[0], x)
+  np.testing.assert_allclose(got[1], np_gaussian_blur(x.astype(np.float64), 1.2, 7), atol=COLOUR_TOL, rtol=0)
 
 
 def test_hflip():

@@ -109,7 +109,8 @@ class Policy:
     """Applies one example's parameters to a float image [H, W, 3] -> [size, size, 3].
 
     Ops this policy never uses are left out of the graph (static), the others
-    are computed and selected by their flags, so it vmaps without branches.
+    are computed and selected by their flags (the blur by its sigma, 0 where not
+    applied), so it vmaps without branches.
     """
     image = ops.resized_crop(image, params["box"], size)
     image = ops.hflip(image, params["flip"])
@@ -119,8 +120,7 @@ class Policy:
     if self.grayscale_p > 0:
       image = ops.grayscale(image, params["grayscale"])
     if self.blur_p > 0:
-      sigma = jnp.where(params["blur"], params["sigma"], 1.0)
-      image = jnp.where(params["blur"], ops.gaussian_blur(image, sigma, self.blur_kernel_size(size)), image)
+      image = ops.gaussian_blur(image, params["sigma"], self.blur_kernel_size(size))  # sigma 0: unblurred
     if self.solarize_p > 0:
       image = ops.solarize(image, params["solarize"])
     return image

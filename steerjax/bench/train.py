@@ -8,7 +8,8 @@ for ResNet-50 at 224×224 with a small batch, on whatever devices JAX sees.
 ResNet-18 with the CIFAR stem and on the same architecture in PyTorch (channels_last, all
 cores), at width ×0.25 / batch 256 and ×1 / batch 64, alternating the two step by step so a
 shared CPU slows both alike; it prints the medians after warm-up and their ratio. PyTorch is
-the optional `bench` extra.
+the optional `bench` extra. The XLA flags in effect are printed (`steerjax.cpu_flags`;
+STEERJAX_CPU_FLAGS=0 runs without them, for the side-by-side figure).
 """
 
 import argparse
@@ -151,10 +152,11 @@ def main(argv: list[str]) -> None:
       raise SystemExit("error: --vs-torch needs PyTorch: pip install -e '.[bench]'") from None
     rows = vs_torch(VS_TORCH_CASES, args.steps, args.warmup)
     if args.json:
-      print(json.dumps({"devices": str(jax.devices()), "results": rows}))
+      print(json.dumps({"devices": str(jax.devices()), "xla_flags": os.environ.get("XLA_FLAGS", ""),
+                        "results": rows}))
       return
     print(f"devices: {jax.devices()}, {os.cpu_count()} CPU cores; median of {args.steps} steps after "
-          f"{args.warmup} warm-up, alternating")
+          f"{args.warmup} warm-up, alternating; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
     print(f"{'ResNet-18 CIFAR stem':<22}{'batch':>6}{'steerjax img/s':>16}{'pytorch img/s':>15}{'ratio':>8}")
     for r in rows:
       print(f"{'width x' + str(r['width_multiplier']):<22}{r['batch_size']:>6}{r['steerjax_img_s']:>16.1f}"
