@@ -116,10 +116,15 @@ def _torch_step(width_multiplier: float, batch: int, size: int):
   return lambda: step(images, labels)
 
 
-def vs_torch(cases, steps: int, warmup: int, encoder_kwargs=None) -> list[dict]:
-  """Times steerjax's and PyTorch's steps in alternating rounds (fair under a shared CPU)."""
+def vs_torch(cases, steps: int, warmup: int, encoder_kwargs=None, threads: int = 0) -> list[dict]:
+  """Times steerjax's and PyTorch's steps in alternating rounds (fair under a shared CPU).
+
+  Both wall-clock and CPU time (this process, all threads) are kept: with `threads=1` (one
+  intra-op thread each, e.g. under `taskset -c 1`) CPU time is what other jobs on the machine
+  cannot inflate; with several threads PyTorch's spinning OpenMP workers inflate its own.
+  """
   import torch  # pylint: disable=g-import-not-at-top
-  torch.set_num_threads(os.cpu_count())
+  torch.set_num_threads(threads or os.cpu_count())
   rows = []
   for width_multiplier, batch in cases:
     contenders = {"steerjax": _jax_step(width_multiplier, batch, 32, **(encoder_kwargs or {})),
@@ -127,13 +132,17 @@ def vs_torch(cases, steps: int, warmup: int, encoder_kwargs=None) -> list[dict]:
     times = {name: [] for name in contenders}
     for i in range(warmup + steps):
       for name, run in contenders.items():
-        t0 = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         run()
         if i >= warmup:
-          times[name].append(time.perf_counter() - t0)
-    rate = {name: batch / float(np.median(t)) for name, t in times.items()}
-    rows.append({"width_multiplier": width_multiplier, "batch_size": batch, "steerjax_img_s": rate["steerjax"],
-                 "pytorch_img_s": rate["pytorch"], "ratio": rate["steerjax"] / rate["pytorch"]})
+          times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
+    wall_rate = {name: batch / float(np.median(np.array(t)[:, 0])) for name, t in times.items()}
+    cpu_rate = {name: batch / float(np.median(np.array(t)[:, 1])) for name, t in times.items()}
+    rows.append({"width_multiplier": width_multiplier, "batch_size": batch,
+                 "steerjax_img_s": wall_rate["steerjax"], "pytorch_img_s": wall_rate["pytorch"],
+                 "ratio": wall_rate["steerjax"] / wall_rate["pytorch"],
+                 "steerjax_img_cpu_s": cpu_rate["steerjax"], "pytorch_img_cpu_s": cpu_rate["pytorch"],
+                 "cpu_ratio": cpu_rate["steerjax"] / cpu_rate["pytorch"]})
   return rows
 
 
@@ -144,23 +153,29 @@ def main(argv: list[str]) -> None:
   parser.add_argument("--json", action="store_true")
   parser.add_argument("--vs-torch", action="store_true", help="supervised ResNet-18 step vs PyTorch's")
   parser.add_argument("--warmup", type=int, default=3)
+  parser.add_argument("--threads", type=int, default=0,
+                      help="intra-op threads for both (--vs-torch; default: all cores); 1 for per-core figures")
   args = parser.parse_args(argv)
+  if args.threads == 1:  # read when JAX starts its CPU backend, which has not happened yet
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_cpu_multi_thread_eigen=false".strip()
   if args.vs_torch:
     try:
       import torch  # pylint: disable=g-import-not-at-top,unused-import
     except ImportError:
       raise SystemExit("error: --vs-torch needs PyTorch: pip install -e '.[bench]'") from None
-    rows = vs_torch(VS_TORCH_CASES, args.steps, args.warmup)
+    rows = vs_torch(VS_TORCH_CASES, args.steps, args.warmup, threads=args.threads)
     if args.json:
       print(json.dumps({"devices": str(jax.devices()), "xla_flags": os.environ.get("XLA_FLAGS", ""),
                         "results": rows}))
       return
     print(f"devices: {jax.devices()}, {os.cpu_count()} CPU cores; median of {args.steps} steps after "
           f"{args.warmup} warm-up, alternating; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
-    print(f"{'ResNet-18 CIFAR stem':<22}{'batch':>6}{'steerjax img/s':>16}{'pytorch img/s':>15}{'ratio':>8}")
+    print(f"{'ResNet-18 CIFAR stem':<22}{'batch':>6}{'steerjax img/s':>16}{'pytorch img/s':>15}{'ratio':>8}"
+          f"{'steerjax img/CPU-s':>20}{'pytorch img/CPU-s':>19}{'ratio':>8}")
     for r in rows:
       print(f"{'width x' + str(r['width_multiplier']):<22}{r['batch_size']:>6}{r['steerjax_img_s']:>16.1f}"
-            f"{r['pytorch_img_s']:>15.1f}{r['ratio']:>7.2f}x")
+            f"{r['pytorch_img_s']:>15.1f}{r['ratio']:>7.2f}x{r['steerjax_img_cpu_s']:>20.1f}"
+            f"{r['pytorch_img_cpu_s']:>19.1f}{r['cpu_ratio']:>7.2f}x")
     return
   rows = [time_steps(_setup(name), args.steps) for name in args.models.split(",")]
   if args.json:
