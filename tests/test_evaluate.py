@@ -101,7 +101,7 @@ def test_report_sections_show_headlines_then_their_plots(trained):
   with open(f"{workdir}/report.md") as f:
     markdown = f.read()
   for section, png in (("tta", "tta_views.png"), ("robustness", "corruption_severity.png"),
-                       ("learned equivariance", "layer_equivariance.png")):
+                       ("robustness", "ood_auc_views.png"), ("learned equivariance", "layer_equivariance.png")):
     assert os.path.getsize(os.path.join(workdir, png)) > 0
     title = f"## {section[0].upper()}{section[1:]}"
     body = markdown[markdown.index(title):]

@@ -99,3 +99,16 @@ def test_accuracy_by_views_averages_the_first_n_views():
   views, curves = tta_eval.accuracy_by_views(probs, np.array([0, 1]))
   assert views == [1, 2, 3]
   assert curves == {"none": [0.5, 0.5, 0.5], "image": [0.5, 1.0, 1.0]}
+
+
+def test_ood_auc_by_views_scores_the_mean_of_the_first_n_views():
+  from steerjax.evaluators import ood as ood_eval  # pylint: disable=g-import-not-at-top
+  # Max softmax of the mean view. One view: clean 0.9, 0.6 vs corrupted 0.8, 0.55 -> 3 of 4
+  # pairs ordered; two views: clean 0.7, 0.7 vs corrupted 0.65, 0.55 -> all 4.
+  clean = np.array([[[0.9, 0.1], [0.5, 0.5]], [[0.6, 0.4], [0.8, 0.2]]])
+  corrupted = np.array([[[0.8, 0.2], [0.5, 0.5]], [[0.55, 0.45], [0.55, 0.45]]])
+  views, aucs = ood_eval.auc_by_views({"none": clean[:, :1], "image": clean},
+                                      {"none": corrupted[:, :1], "image": corrupted})
+  assert views == [1, 2]
+  np.testing.assert_allclose(aucs["image"], [0.75, 1.0])
+  np.testing.assert_allclose(aucs["none"], [0.75, 0.75])

@@ -70,8 +70,8 @@ def evaluate_run(run: train_lib.Run, workdir: str, ctx: Context | None = None) -
     report.update({k: float(v) for k, v in result.items()})
     section = REGISTRY[name].section
     sections.setdefault(section, []).extend(result)
-    if REGISTRY[name].plot and os.path.exists(os.path.join(workdir, REGISTRY[name].plot)):
-      plots.setdefault(section, []).append(REGISTRY[name].plot)
+    plots.setdefault(section, []).extend(
+        png for png in REGISTRY[name].plots if os.path.exists(os.path.join(workdir, png)))
   if jax.process_index() == 0:
     report_lib.write(report, sections, skipped, run.config, workdir,
                      [s for s in SECTIONS if s in sections], plots)

@@ -35,7 +35,7 @@ class Evaluator:
 
   `defaults` are its keys of the `eval` config block (merged into `config.base_config`), `keys`
   the report keys it writes (`{}` marks a part filled at run time, e.g. a corruption name),
-  `section` the report.md section it belongs to and `plot` the PNG (in the workdir) its run
+  `section` the report.md section it belongs to and `plots` the PNGs (in the workdir) its run
   draws, which report.md shows under that section.
   """
   name: str
@@ -43,7 +43,7 @@ class Evaluator:
   keys: tuple[str, ...]
   section: str
   defaults: dict = dataclasses.field(default_factory=dict)
-  plot: str = ""
+  plots: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass

@@ -24,5 +24,5 @@ def run(ctx: base.Context) -> dict:
 
 PLOT = "layer_equivariance.png"
 EVALUATOR = base.Evaluator("learned_equivariance", run, section="learned equivariance",
-                           keys=("equiv_corr_{}_{}", "lee_{}_{}"), plot=PLOT,
+                           keys=("equiv_corr_{}_{}", "lee_{}_{}"), plots=(PLOT,),
                            defaults=dict(equivariance_examples=64))

@@ -93,13 +93,21 @@ def _aucs(clean: dict, other: dict) -> dict:
           for mode in clean for score in ood.SCORES if not (score == "agreement" and mode == "none")}
 
 
+def auc_by_views(clean: dict, other: dict) -> tuple[list, dict]:
+  """Max-softmax AUC of the mean over the first n views, n = 1, 2, 4, ... and N: (the n, {mode:
+  AUC at each n}), the views of `tta.accuracy_by_views`; no TTA is the same at every n."""
+  views = tta_eval.view_counts(max(p.shape[1] for p in clean.values()))
+  return views, {mode: [ood.ood_auc(clean[mode][:, :n], other[mode][:, :n], "msp") for n in views]
+                 for mode in clean}
+
+
 def run(ctx: base.Context) -> dict:
   e = ctx.config.eval
   indices = ctx.capped_indices("val")[:e.tta_examples]
   val = ctx.subset("val", e.tta_examples)
   clean = tta_eval.view_probabilities(ctx, val["image"])
   head = ctx.probe()["head"]
-  out, per_corruption, prepared, errors = {}, [], 0, {}
+  out, per_corruption, by_views, prepared, errors = {}, [], [], 0, {}
   for name in e.ood_corruptions:
     for severity in range(1, 6):
       read = _prepared(ctx, name, severity, indices)
@@ -111,6 +119,7 @@ def run(ctx: base.Context) -> dict:
         probs = tta_eval.view_probabilities(ctx, images)
         aucs = _aucs(clean, probs)
         per_corruption.append(aucs)
+        by_views.append(auc_by_views(clean, probs))
         out.update({f"ood_auc_{mode}_{name}": v for (score, mode), v in aucs.items() if score == "msp"})
         top1 = probs["none"][:, 0].argmax(-1)
       else:
@@ -127,8 +136,13 @@ def run(ctx: base.Context) -> dict:
                        for s in severities]}
     curves.update({n: [1 - errors[n, s] for s in severities] for n in e.ood_corruptions})
     report_lib.line_plot(os.path.join(ctx.workdir, PLOT), severities, curves, xlabel="severity",
-                     ylabel="linear-probe top-1", title="accuracy under corruption by severity",
+                         ylabel="linear-probe top-1", title="accuracy under corruption by severity",
                          emphasis="mean")
+    views, modes = by_views[0][0], by_views[0][1]
+    mean_aucs = {mode: list(np.mean([aucs[mode] for _, aucs in by_views], axis=0)) for mode in modes}
+    report_lib.line_plot(os.path.join(ctx.workdir, AUC_PLOT), views, mean_aucs, log2_x=True,
+                         xlabel="views N", ylabel="clean-vs-corrupted AUC (max softmax)",
+                         title=f"OOD AUC by number of views (corruption mean, severity {e.ood_severity})")
   out["corrupt_prepared_fraction"] = prepared / len(errors)
   for key in per_corruption[0]:
     score, mode = key
@@ -153,8 +167,9 @@ def _prepared_ood_sets(ctx: base.Context, clean: dict) -> dict:
 
 
 PLOT = "corruption_severity.png"
+AUC_PLOT = "ood_auc_views.png"
 EVALUATOR = base.Evaluator(
-    "ood", run, section="robustness", plot=PLOT,
+    "ood", run, section="robustness", plots=(PLOT, AUC_PLOT),
     keys=("corrupt_top1_{}_s{}", "corrupt_top1_{}", "corrupt_ce_{}", "corrupt_mce",
           "corrupt_top1_mean", "corrupt_prepared_fraction", "ood_auc_{}_{}", "ood_auc_{}_mean",
           "ood_auc_{}_{}_mean"),

@@ -72,11 +72,15 @@ def view_probabilities(ctx: base.Context, images_uint8: np.ndarray) -> dict[str,
   return ctx.batched(fn, (ctx.variables, ctx.probe()["head"]), images_uint8, keys)
 
 
+def view_counts(total: int) -> list[int]:
+  """The numbers of views a curve over N is drawn at: 1, 2, 4, ... and N itself."""
+  return sorted({*(2**i for i in range(total.bit_length())), total})
+
+
 def accuracy_by_views(probs: dict[str, np.ndarray], labels: np.ndarray) -> tuple[list, dict]:
   """Top-1 of the mean over the first n views, n = 1, 2, 4, ... and N: (the n, {mode: top-1
   at each n}); no TTA (one view) is the same at every n."""
-  total = max(p.shape[1] for p in probs.values())
-  views = sorted({*(2**i for i in range(total.bit_length())), total})
+  views = view_counts(max(p.shape[1] for p in probs.values()))
   return views, {mode: [float(np.mean(p[:, :n].mean(1).argmax(-1) == labels)) for n in views]
                  for mode, p in probs.items()}
 
@@ -96,7 +100,7 @@ def run(ctx: base.Context) -> dict:
 PLOT = "tta_views.png"
 EVALUATOR = base.Evaluator(
     "tta", run, section="tta", keys=("tta_none_top1", "tta_image_top1", "tta_steered_top1"),
-    plot=PLOT,
+    plots=(PLOT,),
     defaults=dict(
         tta_views=8, tta_examples=256,  # TTA and OOD use this many held-out images
         # Test-time policy (an augment config: base policy + overrides): flips, mild crops and
