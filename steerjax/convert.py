@@ -13,52 +13,29 @@ FILE is a `.pt`/`.pth` (needs torch; the state dict may be nested under `model` 
 import argparse
 import json
 import os
-import struct
 import sys
 
 import numpy as np
+import safetensors
+import safetensors.numpy
 
 from steerjax.models import torch_weights
 
 _NESTED_KEYS = ("state_dict", "model")
-_SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I64": np.int64,
-                       "I32": np.int32, "U8": np.uint8, "BOOL": np.bool_}
-
-
 class ConvertError(ValueError):
   """A file or argument cannot be converted; the message says why."""
 
 
 def read_safetensors(path: str) -> dict[str, np.ndarray]:
-  """A .safetensors file as NumPy arrays: 8-byte header length, JSON header, raw little-endian data."""
-  with open(path, "rb") as f:
-    (n,) = struct.unpack("<Q", f.read(8))
-    header = json.loads(f.read(n))
-    data = f.read()
-  out = {}
-  for key, info in header.items():
-    if key == "__metadata__":
-      continue
-    if info["dtype"] not in _SAFETENSORS_DTYPES:
-      raise ConvertError(f"{path}: tensor {key} has dtype {info['dtype']}; supported: {sorted(_SAFETENSORS_DTYPES)}")
-    start, end = info["data_offsets"]
-    out[key] = np.frombuffer(data[start:end], _SAFETENSORS_DTYPES[info["dtype"]]).reshape(info["shape"])
-  return out
+  """A .safetensors file as NumPy arrays (the safetensors package; no torch needed)."""
+  try:
+    return safetensors.numpy.load_file(path)
+  except (safetensors.SafetensorError, TypeError, ValueError) as e:  # corrupt file, or a dtype NumPy lacks
+    raise ConvertError(f"{path}: not a readable .safetensors file of NumPy dtypes ({e})") from None
 
 
 def write_safetensors(path: str, arrays: dict[str, np.ndarray]) -> None:
-  names = {np.dtype(v): k for k, v in _SAFETENSORS_DTYPES.items()}
-  header, offset, blobs = {}, 0, []
-  for key, value in arrays.items():
-    blob = np.ascontiguousarray(value).astype(value.dtype.newbyteorder("<")).tobytes()
-    header[key] = {"dtype": names[value.dtype], "shape": list(value.shape),
-                   "data_offsets": [offset, offset + len(blob)]}
-    offset += len(blob)
-    blobs.append(blob)
-  text = json.dumps(header).encode()
-  text += b" " * (-len(text) % 8)
-  with open(path, "wb") as f:
-    f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+  safetensors.numpy.save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, path)
 
 
 def _unnest(obj) -> dict:

@@ -120,6 +120,15 @@ def _cli(*args):
                         cwd=os.path.dirname(os.path.dirname(__file__)), timeout=120)
 
 
+def test_garbled_safetensors_is_one_error_line(tmp_path):
+  path = tmp_path / "garbled.safetensors"
+  path.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}      ")
+  r = _cli("--from-torch", str(path), "--arch", "resnet18", "--out", str(tmp_path / "o"))
+  assert r.returncode == 2 and "Traceback" not in r.stderr
+  assert str(path) in r.stderr and len(r.stderr.strip().splitlines()) == 1
+  assert not (tmp_path / "o").exists()
+
+
 def test_bad_input_names_key_and_shapes(tmp_path):
   sd = random_state_dict("resnet18", 8)
   sd["layer2.0.conv1.weight"] = sd["layer2.0.conv1.weight"][:, :4]
