@@ -142,7 +142,7 @@ def run(ctx: base.Context) -> dict:
     mean_aucs = {mode: list(np.mean([aucs[mode] for _, aucs in by_views], axis=0)) for mode in modes}
     report_lib.line_plot(os.path.join(ctx.workdir, AUC_PLOT), views, mean_aucs, log2_x=True,
                          xlabel="views N", ylabel="clean-vs-corrupted AUC (max softmax)",
-                         title=f"OOD AUC by number of views (corruption mean, severity {e.ood_severity})")
+                         title=f"OOD AUC by views, corruption mean (severity {e.ood_severity})")
   out["corrupt_prepared_fraction"] = prepared / len(errors)
   for key in per_corruption[0]:
     score, mode = key
