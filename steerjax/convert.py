@@ -22,6 +22,8 @@ import safetensors.numpy
 from steerjax.models import torch_weights
 
 _NESTED_KEYS = ("state_dict", "model")
+
+
 class ConvertError(ValueError):
   """A file or argument cannot be converted; the message says why."""
 

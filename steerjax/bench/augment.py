@@ -14,13 +14,13 @@ excluded, the two alternating, and print the ratios of wall time and of CPU time
 
 import argparse
 import os
-import time
 
 import jax
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
 from steerjax import augment
+from steerjax.bench import _timing
 
 CASES = (  # (policy, batch, source side, output side)
     ("simclr_cifar", 256, 32, 32),
@@ -77,22 +77,6 @@ def host_augment(policy, rng, images_uint8, size):
   return np.stack(views), np.stack(vectors).astype(np.float32)
 
 
-def _alternating_medians(contenders, repeats):
-  """Runs each contender once per round, in turn; -> {name: (median wall s, median CPU s)}.
-
-  CPU seconds (all threads of this process) are what a shared machine cannot inflate: the
-  jitted path uses every core, the host loop one, so wall time favours whichever the other
-  jobs on the machine leave alone.
-  """
-  times = {name: [] for name in contenders}
-  for _ in range(repeats):
-    for name, fn in contenders.items():
-      wall, cpu = time.perf_counter(), time.process_time()
-      fn()
-      times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
-  return {name: tuple(np.median(np.array(t), axis=0)) for name, t in times.items()}
-
-
 def main(argv):
   parser = argparse.ArgumentParser(prog="python -m steerjax.bench augment", description=__doc__.splitlines()[0])
   parser.add_argument("--repeats", type=int, default=5)
@@ -109,7 +93,7 @@ def main(argv):
     keys = iter(jax.random.split(jax.random.key(0), args.repeats + 1))
     run = lambda: jax.block_until_ready(augment.augment_batch(policy, next(keys), on_device, size))
     run()  # compile
-    medians = _alternating_medians({"jax": run, "host": lambda: host_augment(policy, rng, images, size)},
+    medians = _timing.alternating_medians({"jax": run, "host": lambda: host_augment(policy, rng, images, size)},
                                    args.repeats)
     (jax_wall, jax_cpu), (host_wall, host_cpu) = medians["jax"], medians["host"]
     label = f"{batch} x {source}->{size} {name}"

@@ -26,6 +26,7 @@ import optax
 
 from steerjax import config as config_lib
 from steerjax import train
+from steerjax.bench import _timing
 from steerjax.models import resnet
 
 VS_TORCH_CASES = ((0.25, 256), (1.0, 64))
@@ -129,15 +130,9 @@ def vs_torch(cases, steps: int, warmup: int, encoder_kwargs=None, threads: int =
   for width_multiplier, batch in cases:
     contenders = {"steerjax": _jax_step(width_multiplier, batch, 32, **(encoder_kwargs or {})),
                   "pytorch": _torch_step(width_multiplier, batch, 32)}
-    times = {name: [] for name in contenders}
-    for i in range(warmup + steps):
-      for name, run in contenders.items():
-        wall, cpu = time.perf_counter(), time.process_time()
-        run()
-        if i >= warmup:
-          times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
-    wall_rate = {name: batch / float(np.median(np.array(t)[:, 0])) for name, t in times.items()}
-    cpu_rate = {name: batch / float(np.median(np.array(t)[:, 1])) for name, t in times.items()}
+    medians = _timing.alternating_medians(contenders, steps, warmup)
+    wall_rate = {name: batch / wall for name, (wall, _) in medians.items()}
+    cpu_rate = {name: batch / cpu for name, (_, cpu) in medians.items()}
     rows.append({"width_multiplier": width_multiplier, "batch_size": batch,
                  "steerjax_img_s": wall_rate["steerjax"], "pytorch_img_s": wall_rate["pytorch"],
                  "ratio": wall_rate["steerjax"] / wall_rate["pytorch"],
