@@ -287,6 +287,8 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int = 1) -> None:
                                                  and view % cfg.model.patch_size == 0):
     _fail("model.patch_size", cfg.model.patch_size,
           f"a positive divisor of the view size {view} (the ViT/Mixer patch grid)")
+  if cfg.model.name.endswith("_sie") and cfg.model.cifar_stem:
+    _fail("model.cifar_stem", True, f"False with model.name={cfg.model.name!r} (the SIE code's 7x7 stem)")
   _check_data_name(cfg.data)
 
 

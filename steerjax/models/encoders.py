@@ -1,4 +1,5 @@
-"""Encoders by `config.model.name`: the ResNets and the small ViT and MLP-Mixer.
+"""Encoders by `config.model.name`: the ResNets (also the official SIE code's variant, for
+converted checkpoints) and the small ViT and MLP-Mixer.
 
 Every encoder maps [B, H, W, 3] images in [0, 1] to float32 [B, feature_dim], exposes
 `feature_dim` before init, and sows per-layer feature maps with their `strides`, so methods,
@@ -12,9 +13,10 @@ import jax.numpy as jnp
 
 from steerjax.models import mixer
 from steerjax.models import resnet
+from steerjax.models import sie_resnet
 from steerjax.models import vit
 
-ENCODERS = (*resnet.ARCHITECTURES, "vit", "mixer")
+ENCODERS = (*resnet.ARCHITECTURES, *sie_resnet.ARCHITECTURES, "vit", "mixer")
 
 
 def transformer_width(width_multiplier: float) -> int:
@@ -31,6 +33,10 @@ def get_encoder(name: str, width_multiplier: float = 1.0, cifar_stem: bool = Fal
     return vit.ViT(width, heads=width // 32, patch_size=patch_size, dtype=dtype)
   if name == "mixer":
     return mixer.Mixer(transformer_width(width_multiplier), patch_size=patch_size, dtype=dtype)
+  if name in sie_resnet.ARCHITECTURES:
+    if cifar_stem:
+      raise ValueError(f"{name} has the SIE code's 7x7 stem; model.cifar_stem must be False")
+    return sie_resnet.get_encoder(name, width_multiplier, dtype)
   if name not in resnet.ARCHITECTURES:
     raise ValueError(f"Unknown encoder {name!r}; choose from {', '.join(ENCODERS)}.")
   return resnet.get_encoder(name, width_multiplier, cifar_stem, dtype)
