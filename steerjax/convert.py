@@ -201,7 +201,7 @@ def main(argv=None) -> None:
   overrides = [a for a in rest if a.startswith("--config.")]
   if len(overrides) < len(rest):
     p.error(f"unrecognized arguments: {' '.join(a for a in rest if a not in overrides)}")
-  from steerjax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from steerjax import config as config_lib, workdir_lock  # pylint: disable=g-import-not-at-top
   try:
     if args.from_torch:
       sd = read_state_dict(args.from_torch)
@@ -232,7 +232,7 @@ def main(argv=None) -> None:
       arch, variables = workdir_encoder(args.to_torch)
       write_state_dict(args.out, torch_weights.to_torch_state_dict(variables, arch))
       print(f"wrote {args.out} (torchvision {arch} backbone, no fc)")
-  except (ConvertError, torch_weights.StateDictError, config_lib.ConfigError) as e:
+  except (ConvertError, torch_weights.StateDictError, config_lib.ConfigError, workdir_lock.LockedError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
 

@@ -5,7 +5,9 @@ The PyTorch modules below are written from the official key layouts (facebookres
 src/models.py, src/resnet.py, src/hypernetwork.py; ADevillers/EquiMod src/model.py), with
 random weights and BatchNorm statistics."""
 
+import json
 import os
+import shlex
 import subprocess
 import sys
 
@@ -272,23 +274,43 @@ def test_layouts_steerjax_cannot_express_name_the_key(tmp_path, capsys):
   assert exit_info.value.code == 2 and "pass --config CONFIG" in err and len(err.strip().splitlines()) == 1
 
 
-def test_sie_checkpoint_becomes_an_evaluable_workdir(tmp_path):
-  """convert --config writes a workdir whose run embeds and steers as the checkpoint does and
-  whose sie_retrieval evaluator runs."""
-  from steerjax import api  # pylint: disable=g-import-not-at-top
+TINY = ["--config.data.num_objects=40", "--config.data.views_per_object=4", "--config.batch_size=8",
+        "--config.data.quaternion_sign=official", "--config.eval.evaluators=('sie_retrieval',)"]
+
+
+def _sie_checkpoint(tmp_path):
   torch.manual_seed(5)
   net = randomise(SIENet())
   torch.save({"epoch": 3, "model": {f"module.{k}": v for k, v in net.state_dict().items()}}, tmp_path / "model.pth")
-  tiny = ["--config.data.num_objects=40", "--config.data.views_per_object=4", "--config.batch_size=8",
-          "--config.data.quaternion_sign=official", "--config.eval.evaluators=('sie_retrieval',)"]
-  convert.main(["--from-torch", str(tmp_path / "model.pth"), "--config", "configs/sie_3diebench.py:smoke",
-                *tiny, "--out", str(tmp_path / "w")])
+  return net, str(tmp_path / "model.pth")
+
+
+def test_sie_checkpoint_becomes_a_workdir_that_embeds_and_steers_as_pytorch(tmp_path):
+  from steerjax import api  # pylint: disable=g-import-not-at-top
+  net, path = _sie_checkpoint(tmp_path)
+  convert.main(["--from-torch", path, "--config", "configs/sie_3diebench.py:smoke", *TINY, "--out", str(tmp_path / "w")])
   run = api.load_run(str(tmp_path / "w"))
   assert run.config.model.name == "resnet18_sie" and run.config.data.quaternion_sign == "official"
   images = np.random.default_rng(6).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+  g = np.random.default_rng(7).normal(size=(2, 4)).astype(np.float32)
   with torch.no_grad():
     x = (images / 255.0 - sie_resnet.MEAN) / sie_resnet.STD
     z = net.projector_equi(net.backbone(torch.from_numpy(x.transpose(0, 3, 1, 2).astype(np.float32)))[:, 32:])
+    pred = net.predictor(z, torch.from_numpy(g))
   close(run.steer_embed(images), z, 1e-4)
-  report = run.evaluate(["sie_retrieval"])
-  assert 0 < report["sie_mrr"] <= 1
+  close(run.steer(z.numpy(), g), pred, 1e-5)
+
+
+@pytest.mark.slow  # ~1 min on 2 shared cores: the sie_retrieval evaluator with its baselines
+def test_eval_only_scores_a_converted_sie_checkpoint(tmp_path):
+  _, path = _sie_checkpoint(tmp_path)
+  r = _cli("--from-torch", path, "--config", "configs/sie_3diebench.py:smoke", *TINY, "--out", str(tmp_path / "w"))
+  assert r.returncode == 0, r.stderr
+  command = shlex.split(r.stdout.strip().splitlines()[-1])  # the printed evaluation command
+  assert command[:3] == ["python", "-m", "steerjax.main"]
+  e = subprocess.run([sys.executable, *command[1:]], capture_output=True, text=True, timeout=600,
+                     cwd=os.path.dirname(os.path.dirname(__file__)))
+  assert e.returncode == 0, e.stderr
+  with open(tmp_path / "w" / "report.json") as f:
+    report = json.load(f)
+  assert 0 < report["sie_mrr"] <= 1 and "sie_pre" in report
