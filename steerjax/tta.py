@@ -25,7 +25,7 @@ def no_tta(head_fn: HeadFn, z: jax.Array) -> jax.Array:
   return jax.nn.softmax(head_fn(z), axis=-1)
 
 
-def _view_probs(head_fn: HeadFn, views: jax.Array) -> jax.Array:
+def view_probs(head_fn: HeadFn, views: jax.Array) -> jax.Array:
   """[B, N, d] view embeddings -> softmax(head) of each view -> [B, N, C]."""
   b, n, d = views.shape
   logits = head_fn(views.reshape(b * n, d))
@@ -59,7 +59,7 @@ def steered_views(
 def steered_tta_views(head_fn: HeadFn, z: jax.Array, g: jax.Array, **steerer) -> jax.Array:
   """Softmax of the head on each of the N steered copies of z -> [B, N, C] (OOD scores such as
   agreement across views read these). `steerer`: see `steered_views`."""
-  return _view_probs(head_fn, steered_views(z, g, **steerer))
+  return view_probs(head_fn, steered_views(z, g, **steerer))
 
 
 def steered_tta(head_fn: HeadFn, z: jax.Array, g: jax.Array, **steerer) -> jax.Array:
@@ -76,20 +76,25 @@ def image_tta(encoder_fn, head_fn, images, augment_fn, aug_params, *, batch_size
                          batch_size=batch_size).mean(1)
 
 
-def image_tta_views(
+def image_tta_views(encoder_fn, head_fn: HeadFn, images, augment_fn, aug_params, *,
+                    batch_size: int) -> jax.Array:
+  """Image-space TTA: softmax of the head on each encoded view -> [B, N, C]; see `image_views`."""
+  return view_probs(head_fn, image_views(encoder_fn, images, augment_fn, aug_params,
+                                          batch_size=batch_size))
+
+
+def image_views(
     encoder_fn: Callable[[jax.Array], jax.Array],
-    head_fn: HeadFn,
     images: jax.Array,
     augment_fn: Callable[[jax.Array, Any], jax.Array],
     aug_params: Any,
     *,
     batch_size: int,
 ) -> jax.Array:
-  """Image-space TTA: encode every augmented view, softmax of the head per view -> [B, N, C].
+  """The embeddings of N augmented views of each image -> [B, N, d] (N encoder passes).
 
   Args:
     encoder_fn: images [b, H', W', 3] -> embeddings [b, d].
-    head_fn: embeddings -> logits.
     images: [B, H, W, 3] the source images.
     augment_fn: (one image [H, W, 3], one view's parameters) -> view [H', W', 3].
     aug_params: pytree whose leaves have leading axes [B, N] (the same sampled
@@ -105,13 +110,11 @@ def image_tta_views(
   flat = jax.tree.map(lambda p: jnp.concatenate([p, jnp.repeat(p[-1:], pad, 0)]), flat)
   source = jnp.concatenate([jnp.repeat(jnp.arange(b), n), jnp.full(pad, b - 1)])
 
-  def chunk_probs(chunk):
+  def chunk_embeddings(chunk):
     idx, params = chunk
-    views = jax.vmap(augment_fn)(images[idx], params)
-    return jax.nn.softmax(head_fn(encoder_fn(views)), axis=-1)
+    return encoder_fn(jax.vmap(augment_fn)(images[idx], params))
 
   chunks = (source.reshape(num_chunks, batch_size),
             jax.tree.map(lambda p: p.reshape(num_chunks, batch_size, *p.shape[1:]), flat))
-  probs = jax.lax.map(chunk_probs, chunks)
-  probs = probs.reshape(num_chunks * batch_size, -1)[:total]
-  return probs.reshape(b, n, -1)
+  z = jax.lax.map(chunk_embeddings, chunks)
+  return z.reshape(num_chunks * batch_size, -1)[:total].reshape(b, n, -1)

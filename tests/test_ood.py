@@ -40,3 +40,20 @@ def test_agreement_is_the_share_of_views_voting_for_the_averaged_class():
   views = np.array([[[0.9, 0.1], [0.6, 0.4], [0.2, 0.8], [0.7, 0.3]]])  # mean favours class 0
   assert ood.agreement_score(views)[0] == pytest.approx(0.75)
   assert ood.agreement_score(views[:, :1, :].squeeze(1))[0] == 1.0
+
+
+def test_knn_similarity_is_the_kth_largest_cosine_and_blind_to_the_norm():
+  rng = np.random.default_rng(0)
+  bank, views = rng.normal(size=(300, 16)), rng.normal(size=(7, 3, 16))
+  unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)
+  expected = np.sort(unit(views) @ unit(bank).T, axis=-1)[..., -5]
+  got = ood.knn_similarities(views, bank, k=5, chunk=4)  # chunks of 4 queries: padding path
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+  scaled = views * rng.uniform(0.1, 10, size=(7, 3, 1))
+  np.testing.assert_allclose(ood.knn_similarities(scaled, bank, k=5), expected, rtol=1e-5, atol=1e-6)
+  # A bank clustered around one direction: isotropic points score lower than the bank's own kind.
+  centre = 4 * unit(np.ones(16))
+  bank, inliers, outliers = (rng.normal(size=(300, 16)) + centre, rng.normal(size=(50, 16)) + centre,
+                             rng.normal(size=(50, 16)))
+  auc = ood.roc_auc(ood.knn_similarities(inliers, bank), ood.knn_similarities(outliers, bank))
+  assert auc > 0.9

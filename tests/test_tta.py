@@ -107,8 +107,14 @@ def test_ood_auc_by_views_scores_the_mean_of_the_first_n_views():
   # pairs ordered; two views: clean 0.7, 0.7 vs corrupted 0.65, 0.55 -> all 4.
   clean = np.array([[[0.9, 0.1], [0.5, 0.5]], [[0.6, 0.4], [0.8, 0.2]]])
   corrupted = np.array([[[0.8, 0.2], [0.5, 0.5]], [[0.55, 0.45], [0.55, 0.45]]])
-  views, aucs = ood_eval.auc_by_views({"none": clean[:, :1], "image": clean},
-                                      {"none": corrupted[:, :1], "image": corrupted})
+  entry = lambda p: {"none": {"probs": p[:, :1]}, "image": {"probs": p}}
+  views, aucs = ood_eval.auc_by_views(entry(clean), entry(corrupted))
   assert views == [1, 2]
   np.testing.assert_allclose(aucs["image"], [0.75, 1.0])
   np.testing.assert_allclose(aucs["none"], [0.75, 0.75])
+  # The kNN score averages per-view similarities: one view 0.9, 0.5 vs 0.8, 0.4 -> 3 of 4 pairs
+  # ordered; two views 0.7, 0.65 vs 0.55, 0.5 -> all 4.
+  knn = lambda sims: {"image": {"probs": clean, "knn": np.array(sims)}}
+  views, aucs = ood_eval.auc_by_views(knn([[0.9, 0.5], [0.5, 0.8]]), knn([[0.8, 0.3], [0.4, 0.6]]),
+                                      "knn")
+  np.testing.assert_allclose(aucs["image"], [0.75, 1.0])

@@ -9,7 +9,7 @@ Evaluation at scale, in the functions the evaluators call:
   from the smallest to the largest split is printed next to the growth of the kept arrays
   (features + labels): streaming holds N·d, never N·H·W·3, so their ratio should stay near 1
   (target: within 1.5 plus a constant).
-- TTA: per-image time of the evaluator's image-space and steered TTA (`evaluators.tta.view_fn`,
+- TTA: per-image time of the evaluator's image-space and steered TTA (`evaluators.tta.view_fns`,
   which calls `steerjax.tta`), each jitted on its own (the unused path is dead code), B images,
   N views each.
 
@@ -122,10 +122,10 @@ def tta_times(num_views: list[int], images: int, model: str, image_size: int, wi
   state = (ctx.variables, head)
   rows = []
   for n in num_views:
-    fn = tta_eval.view_fn(ctx, n)
+    programs = tta_eval.view_fns(ctx, n)
     row = dict(num_views=n, images=images)
     for mode in ("image", "steered"):
-      compiled = jax.jit(lambda s, im, k, m=mode: fn(s, im, k)[m]).lower(state, x, keys).compile()
+      compiled = jax.jit(programs[mode]).lower(state, x, keys).compile()
       best = float("inf")
       for _ in range(repeats):
         start = time.perf_counter()
@@ -177,7 +177,7 @@ def main(argv: list[str]) -> None:
   print(f"peak RSS growth {sizes[0]} -> {sizes[-1]}: {mb(memory['rss_growth_bytes']):.1f} MB for "
         f"{mb(memory['extra_kept_bytes']):.1f} MB of extra features + labels: ratio "
         f"{memory['ratio']:.2f} (target <= 1.5 plus a constant)")
-  print(f"\nTTA in the evaluator (evaluators.tta.view_fn), B = {args.images}, ms per image")
+  print(f"\nTTA in the evaluator (evaluators.tta.view_fns), B = {args.images}, ms per image")
   print(f"{'N':>5}{'image':>10}{'steered':>10}{'speedup':>9}")
   for r in tta:
     print(f"{r['num_views']:>5}{1e3 * r['image_s_per_image']:>10.2f}"

@@ -9,6 +9,7 @@ gathered so every process reports the same numbers.
 """
 
 import dataclasses
+import time
 from typing import Any, Callable
 
 import jax
@@ -87,16 +88,27 @@ class Context:
   def batched(self, fn: Callable, variables, *arrays) -> Any:
     """`fn(variables, *chunk)` jitted over the leading axis in fixed-size chunks (one shape);
     the output may be a pytree of arrays."""
+    return self.timed_batched(fn, variables, *arrays)[0]
+
+  def timed_batched(self, fn: Callable, variables, *arrays) -> tuple[Any, float]:
+    """`batched`, and the seconds its chunks took to run, compilation excluded (compiled
+    ahead of time for the one chunk shape): how evaluators time a computation they report."""
     n = len(arrays[0])
-    jitted, bs = self.jitted(fn), min(self.config.eval.batch_size, n)
-    outs = []
+    bs = min(self.config.eval.batch_size, n)
+    outs, seconds = [], 0.0
     for i in range(0, n, bs):
       chunk = [a[i:i + bs] for a in arrays]
       pad = bs - len(chunk[0])
       if pad:
         chunk = [np.concatenate([c, np.repeat(c[-1:], pad, 0)]) for c in chunk]
-      outs.append(jax.tree.map(lambda o: np.asarray(o)[: bs - pad], jitted(variables, *chunk)))
-    return jax.tree.map(lambda *o: np.concatenate(o), *outs)
+      shapes = tuple((c.shape, c.dtype.str) for c in chunk)
+      compiled = self.cached(("compiled", fn, shapes),
+                             lambda: self.jitted(fn).lower(variables, *chunk).compile())
+      start = time.perf_counter()
+      out = jax.tree.map(lambda o: np.asarray(o)[: bs - pad], compiled(variables, *chunk))
+      seconds += time.perf_counter() - start
+      outs.append(out)
+    return jax.tree.map(lambda *o: np.concatenate(o), *outs), seconds
 
   def capped_indices(self, split: str) -> np.ndarray:
     """The split's examples evaluation uses: all, or a fixed seeded `eval.max_examples` subset."""

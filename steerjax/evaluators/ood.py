@@ -9,8 +9,11 @@ sum of the baseline run whose report.json `eval.ood_baseline` names (ImageNet-C'
 baseline is AlexNet), or without a baseline the plain mean error; `corrupt_mce` averages it over
 the standard 15 requested (the extra corruptions are reported, not averaged, as in ImageNet-C).
 The AUC separates clean val images from the same images corrupted at `eval.ood_severity` (and
-from any prepared `eval.ood_datasets`), for every score of `metrics.ood.SCORES` × {no TTA, image
-TTA, steered TTA}; `ood_auc_{mode}_*` without a score name is the max-softmax one.
+from any prepared `eval.ood_datasets`), for every score of `metrics.ood.SCORES` and the feature-space kNN score
+(`metrics.ood.knn_similarities`, k = `eval.ood_knn_k`, against the capped train features) ×
+{no TTA, image TTA, steered TTA}; `ood_auc_{mode}_*` without a score name is the max-softmax
+one. `ood_feature_norm_ratio_mean` is the mean embedding norm of corrupted over clean images
+(corruption mean): above 1, a linear head is more confident on the corrupted images.
 """
 
 import json
@@ -87,27 +90,47 @@ def _prepared(ctx: base.Context, name: str, severity: int, indices: np.ndarray):
   return base.read(source, indices)
 
 
+def _scored(ctx: base.Context, images_uint8: np.ndarray) -> dict:
+  """{mode: {"probs": [B, N, C], "knn": [B, N], "norm": [B]}} of the images' TTA views."""
+  out, _ = tta_eval.views(ctx, images_uint8)
+  bank = ctx.features("train")
+  return {mode: {"probs": v["probs"],
+                 "knn": ood.knn_similarities(v["features"], bank, ctx.config.eval.ood_knn_k),
+                 "norm": np.linalg.norm(v["features"][:, 0], axis=-1)}
+          for mode, v in out.items()}
+
+
+def _score(views: dict, score: str, n: int | None = None) -> np.ndarray:
+  """One score per image from the first n views (all by default)."""
+  if score == "knn":
+    return views["knn"][:, :n].mean(1)
+  return ood.SCORES[score](views["probs"][:, :n])
+
+
+SCORE_NAMES = (*ood.SCORES, "knn")
+
+
 def _aucs(clean: dict, other: dict) -> dict:
   """{(score, mode): AUC}; agreement needs several views, so not for mode "none"."""
-  return {(score, mode): ood.ood_auc(clean[mode], other[mode], score)
-          for mode in clean for score in ood.SCORES if not (score == "agreement" and mode == "none")}
+  return {(score, mode): ood.roc_auc(_score(clean[mode], score), _score(other[mode], score))
+          for mode in clean for score in SCORE_NAMES if not (score == "agreement" and mode == "none")}
 
 
-def auc_by_views(clean: dict, other: dict) -> tuple[list, dict]:
-  """Max-softmax AUC of the mean over the first n views, n = 1, 2, 4, ... and N: (the n, {mode:
-  AUC at each n}), the views of `tta.accuracy_by_views`; no TTA is the same at every n."""
-  views = tta_eval.view_counts(max(p.shape[1] for p in clean.values()))
-  return views, {mode: [ood.ood_auc(clean[mode][:, :n], other[mode][:, :n], "msp") for n in views]
-                 for mode in clean}
+def auc_by_views(clean: dict, other: dict, score: str = "msp") -> tuple[list, dict]:
+  """AUC of a score over the first n views, n = 1, 2, 4, ... and N: (the n, {mode: AUC at each
+  n}), the views of `tta.accuracy_by_views`; no TTA is the same at every n."""
+  views = tta_eval.view_counts(max(v["probs"].shape[1] for v in clean.values()))
+  return views, {mode: [ood.roc_auc(_score(clean[mode], score, n), _score(other[mode], score, n))
+                        for n in views] for mode in clean}
 
 
 def run(ctx: base.Context) -> dict:
   e = ctx.config.eval
   indices = ctx.capped_indices("val")[:e.tta_examples]
   val = ctx.subset("val", e.tta_examples)
-  clean = tta_eval.view_probabilities(ctx, val["image"])
+  clean = _scored(ctx, val["image"])
   head = ctx.probe()["head"]
-  out, per_corruption, by_views, prepared, errors = {}, [], [], 0, {}
+  out, per_corruption, by_views, prepared, errors, norms = {}, [], [], 0, {}, []
   for name in e.ood_corruptions:
     for severity in range(1, 6):
       read = _prepared(ctx, name, severity, indices)
@@ -116,12 +139,15 @@ def run(ctx: base.Context) -> dict:
                         (corruptions.corrupt(val["image"], name, severity, ctx.config.seed, indices),
                          val["label"]))
       if severity == e.ood_severity:
-        probs = tta_eval.view_probabilities(ctx, images)
-        aucs = _aucs(clean, probs)
+        scored = _scored(ctx, images)
+        aucs = _aucs(clean, scored)
         per_corruption.append(aucs)
-        by_views.append(auc_by_views(clean, probs))
+        by_views.append({score: auc_by_views(clean, scored, score) for score in ("msp", "knn")})
+        norms.append(scored["none"]["norm"].mean() / clean["none"]["norm"].mean())
         out.update({f"ood_auc_{mode}_{name}": v for (score, mode), v in aucs.items() if score == "msp"})
-        top1 = probs["none"][:, 0].argmax(-1)
+        out.update({f"ood_auc_knn_{mode}_{name}": v for (score, mode), v in aucs.items()
+                    if score == "knn"})
+        top1 = scored["none"]["probs"][:, 0].argmax(-1)
       else:
         top1 = np.asarray(probes.probe_logits(head, ctx.embed(images))).argmax(-1)
       out[f"corrupt_top1_{name}_s{severity}"] = float(np.mean(top1 == labels))
@@ -138,12 +164,15 @@ def run(ctx: base.Context) -> dict:
     report_lib.line_plot(os.path.join(ctx.workdir, PLOT), severities, curves, xlabel="severity",
                          ylabel="linear-probe top-1", title="accuracy under corruption by severity",
                          emphasis="mean")
-    views, modes = by_views[0][0], by_views[0][1]
-    mean_aucs = {mode: list(np.mean([aucs[mode] for _, aucs in by_views], axis=0)) for mode in modes}
+    views = by_views[0]["msp"][0]
+    mean_aucs = {f"{mode} ({label})": list(np.mean([b[score][1][mode] for b in by_views], axis=0))
+                 for score, label in (("msp", "max softmax"), ("knn", "kNN"))
+                 for mode in by_views[0][score][1]}
     report_lib.line_plot(os.path.join(ctx.workdir, AUC_PLOT), views, mean_aucs, log2_x=True,
-                         xlabel="views N", ylabel="clean-vs-corrupted AUC (max softmax)",
+                         xlabel="views N", ylabel="clean-vs-corrupted AUC",
                          title=f"OOD AUC by views, corruption mean (severity {e.ood_severity})")
   out["corrupt_prepared_fraction"] = prepared / len(errors)
+  out["ood_feature_norm_ratio_mean"] = float(np.mean(norms))
   for key in per_corruption[0]:
     score, mode = key
     mean = float(np.mean([a[key] for a in per_corruption]))
@@ -160,8 +189,7 @@ def _prepared_ood_sets(ctx: base.Context, clean: dict) -> dict:
     other = ctx.tfds_images(name, e.ood_split, e.tta_examples)
     if other is None:
       continue
-    probs = tta_eval.view_probabilities(ctx, other["image"])
-    for (score, mode), v in _aucs(clean, probs).items():
+    for (score, mode), v in _aucs(clean, _scored(ctx, other["image"])).items():
       out[f"ood_auc_{score}_{mode}_{name.replace('/', '_')}"] = v
   return out
 
@@ -172,8 +200,9 @@ EVALUATOR = base.Evaluator(
     "ood", run, section="robustness", plots=(PLOT, AUC_PLOT),
     keys=("corrupt_top1_{}_s{}", "corrupt_top1_{}", "corrupt_ce_{}", "corrupt_mce",
           "corrupt_top1_mean", "corrupt_prepared_fraction", "ood_auc_{}_{}", "ood_auc_{}_mean",
-          "ood_auc_{}_{}_mean"),
+          "ood_auc_{}_{}_mean", "ood_auc_knn_{}_{}", "ood_feature_norm_ratio_mean"),
     defaults=dict(ood_severity=3,  # severity of the corrupted set in the clean-vs-corrupted AUC
                   ood_corruptions=corruptions.CORRUPTIONS,  # names from corruptions.ALL
+                  ood_knn_k=50,  # neighbours of the kNN score (Sun et al., 2022, on CIFAR-10)
                   ood_baseline="",  # a baseline run's report.json: CE normalised by its errors
                   ood_datasets=(), ood_split="test"))

@@ -8,9 +8,10 @@ import os
 HEADLINES = {
     "representation": ("linear_probe_top1", "linear_probe_top1_random_init", "knn_top1"),
     "steering": ("steering_error", "steering_cosine", "gamma"),
-    "tta": ("tta_none_top1", "tta_image_top1", "tta_steered_top1"),
+    "tta": ("tta_none_top1", "tta_image_top1", "tta_steered_top1", "tta_speedup"),
     "robustness": ("corrupt_mce", "corrupt_top1_mean", "ood_auc_none_mean", "ood_auc_image_mean",
-                   "ood_auc_steered_mean"),
+                   "ood_auc_steered_mean", "ood_auc_knn_none_mean", "ood_auc_knn_image_mean",
+                   "ood_auc_knn_steered_mean"),
     "learned equivariance": ("rotation_r2_all", "equiv_corr_translate_overall"),
     "SIE retrieval": ("sie_mrr", "sie_random_init_mrr", "sie_h1", "sie_pre"),
 }

@@ -6,10 +6,15 @@ averaged at test time). Image TTA augments and encodes all views inside one jitt
 steered TTA embeds the plain image once and applies ρ(g_n), through the basis/combine path
 when the steerer is linear in g. g is encoded with the *training* policy's standardisation,
 which is what the steerer learned.
+
+Times (`tta_{image,steered}_ms_per_image`, and their ratio `tta_speedup`) are measured on the
+same images in the same run, compilation excluded: image TTA is N encoder passes, steered TTA
+one encoder pass plus N steerer products.
 """
 
 import functools
 import os
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -28,9 +33,14 @@ def applies(ctx: base.Context) -> None:
                              "the probe reads")
 
 
-def view_fn(ctx: base.Context, num_views: int):
-  """`fn((variables, head), images_uint8 [B,H,W,3], keys [B,2]) -> {mode: probs [B, N, C]}`;
-  mode "none" has N = 1, and "image"/"steered" appear where steered TTA applies."""
+def view_fns(ctx: base.Context, num_views: int) -> dict[str, Callable]:
+  """The programs that give each mode's N views: {program: fn((variables, head), images_uint8
+  [B,H,W,3], keys [B,2]) -> {mode: {"probs": [B, N, C], "features": [B, N, d]}}}.
+
+  "steered" gives modes "none" (N = 1, the plain embedding) and "steered" (one encoder pass, N
+  steerer products); "image" gives mode "image" (N encoder passes). They are separate programs
+  so that each one's time is measured on its own. Without a steerer only "none" exists.
+  """
   method, fns, size = ctx.run.method, ctx.fns, ctx.image_size
   policy = augment.get_policy(ctx.config.eval.tta_policy.to_dict())
   encode = method.policy().encode
@@ -42,34 +52,54 @@ def view_fn(ctx: base.Context, num_views: int):
   steers = method.steers_representation and fns.steer is not None
   chunk = ctx.config.eval.batch_size  # views per encoder call (fewer when B·N is: no padding)
 
-  def fn(state, images_uint8, keys):
-    variables, head = state
-    head_fn = lambda z: probes.probe_logits(head, z)
-    embed = functools.partial(fns.embed, variables)
-    z = embed(augment.resize_batch(images_uint8, size))
-    out = {"none": jax.nn.softmax(head_fn(z), -1)[:, None]}
-    if not steers:
-      return out
-    floats = images_uint8.astype(jnp.float32) / 255.0
-    sample = lambda k: jax.vmap(lambda kk: policy.sample(kk, floats.shape[1:3]))(
+  def mode(head, features):
+    return {"probs": tta.view_probs(lambda z: probes.probe_logits(head, z), features),
+            "features": features}
+
+  def params_of(images_uint8, keys):
+    sample = lambda k: jax.vmap(lambda kk: policy.sample(kk, images_uint8.shape[1:3]))(
         jax.random.split(k, num_views))
-    params = jax.vmap(sample)(keys)  # leaves [B, N, ...]
-    flat = jax.tree.map(lambda p: p.reshape(-1, *p.shape[2:]), params)
-    g = encode(flat).reshape(*keys.shape[:1], num_views, -1)
-    out["image"] = tta.image_tta_views(embed, head_fn, floats, lambda im, p: policy.apply(im, p, size),
-                                       params, batch_size=min(chunk, len(keys) * num_views))
-    out["steered"] = tta.steered_tta_views(head_fn, z, g, **steerer(variables))
+    return jax.vmap(sample)(keys)  # leaves [B, N, ...]
+
+  def steered(state, images_uint8, keys):
+    variables, head = state
+    z = fns.embed(variables, augment.resize_batch(images_uint8, size))
+    out = {"none": mode(head, z[:, None])}
+    if steers:
+      params = params_of(images_uint8, keys)
+      flat = jax.tree.map(lambda p: p.reshape(-1, *p.shape[2:]), params)
+      g = encode(flat).reshape(*keys.shape[:1], num_views, -1)
+      out["steered"] = mode(head, tta.steered_views(z, g, **steerer(variables)))
     return out
 
-  return fn
+  def image(state, images_uint8, keys):
+    variables, head = state
+    floats = images_uint8.astype(jnp.float32) / 255.0
+    views = tta.image_views(functools.partial(fns.embed, variables), floats,
+                            lambda im, p: policy.apply(im, p, size), params_of(images_uint8, keys),
+                            batch_size=min(chunk, len(keys) * num_views))
+    return {"image": mode(head, views)}
+
+  return {"steered": steered, "image": image} if steers else {"steered": steered}
+
+
+def views(ctx: base.Context, images_uint8: np.ndarray) -> tuple[dict, dict[str, float]]:
+  """Every mode's N views of the images, and the seconds each program ran (compilation
+  excluded): ({mode: {"probs": [B, N, C], "features": [B, N, d]}}, {program: seconds})."""
+  n = ctx.config.eval.tta_views
+  programs = ctx.cached(("tta_fns", n), lambda: view_fns(ctx, n))
+  keys = np.asarray(jax.random.split(jax.random.PRNGKey(ctx.config.seed + 1000), len(images_uint8)))
+  out, seconds = {}, {}
+  for name, fn in programs.items():
+    result, seconds[name] = ctx.timed_batched(fn, (ctx.variables, ctx.probe()["head"]),
+                                              images_uint8, keys)
+    out.update(result)
+  return out, seconds
 
 
 def view_probabilities(ctx: base.Context, images_uint8: np.ndarray) -> dict[str, np.ndarray]:
   """{mode: per-view class probabilities [B, N, C]} for no TTA (N = 1), image and steered TTA."""
-  n = ctx.config.eval.tta_views
-  fn = ctx.cached(("tta_fn", n), lambda: view_fn(ctx, n))
-  keys = np.asarray(jax.random.split(jax.random.PRNGKey(ctx.config.seed + 1000), len(images_uint8)))
-  return ctx.batched(fn, (ctx.variables, ctx.probe()["head"]), images_uint8, keys)
+  return {m: v["probs"] for m, v in views(ctx, images_uint8)[0].items()}
 
 
 def view_counts(total: int) -> list[int]:
@@ -88,18 +118,22 @@ def accuracy_by_views(probs: dict[str, np.ndarray], labels: np.ndarray) -> tuple
 def run(ctx: base.Context) -> dict:
   applies(ctx)
   val = ctx.subset("val", ctx.config.eval.tta_examples)
-  probs = view_probabilities(ctx, val["image"])
-  views, curves = accuracy_by_views(probs, val["label"])
+  out, seconds = views(ctx, val["image"])
+  probs = {m: v["probs"] for m, v in out.items()}
+  num_views, curves = accuracy_by_views(probs, val["label"])
   if jax.process_index() == 0:
-    report_lib.line_plot(os.path.join(ctx.workdir, PLOT), views, curves, log2_x=True,
+    report_lib.line_plot(os.path.join(ctx.workdir, PLOT), num_views, curves, log2_x=True,
                      xlabel="views N", ylabel="linear-probe top-1",
                      title=f"TTA accuracy by number of views ({len(val['label'])} val images)")
-  return {f"tta_{mode}_top1": curve[-1] for mode, curve in curves.items()}
+  ms = {f"tta_{name}_ms_per_image": 1e3 * s / len(val["label"]) for name, s in seconds.items()}
+  return ({f"tta_{mode}_top1": curve[-1] for mode, curve in curves.items()} | ms |
+          {"tta_speedup": seconds["image"] / seconds["steered"]})
 
 
 PLOT = "tta_views.png"
 EVALUATOR = base.Evaluator(
-    "tta", run, section="tta", keys=("tta_none_top1", "tta_image_top1", "tta_steered_top1"),
+    "tta", run, section="tta", keys=("tta_none_top1", "tta_image_top1", "tta_steered_top1", "tta_image_ms_per_image",
+                       "tta_steered_ms_per_image", "tta_speedup"),
     plots=(PLOT,),
     defaults=dict(
         tta_views=8, tta_examples=256,  # TTA and OOD use this many held-out images

@@ -2,12 +2,23 @@
 
 Convention: a score is *higher for in-distribution* inputs, so the AUC is the
 probability that a random in-distribution input scores above a random
-out-of-distribution one. The scores take class probabilities, so the same code
-serves no TTA, image-space TTA and steered TTA. Scores read per-view probabilities
+out-of-distribution one. The classifier scores (`SCORES`) take class probabilities, so the
+same code serves no TTA, image-space TTA and steered TTA. Scores read per-view probabilities
 [B, N, C] (N = 1 without TTA; see `steerjax.tta.*_views`); [B, C] counts as one view.
+
+`knn_similarities` is the feature-space alternative (deep nearest neighbours, Sun et al.,
+2022): it reads L2-normalised embeddings, so it is blind to their norm. Classifier scores are
+not: a linear head's logits grow with the feature norm, and corruptions such as noise, snow
+or brightness *raise* a weakly trained encoder's feature norm, which makes its softmax more
+confident on corrupted images than on clean ones (AUC below 0.5).
 """
 
+import functools
+
+import jax
 import numpy as np
+
+from steerjax.metrics import probes
 
 
 def _views(probs) -> np.ndarray:
@@ -34,6 +45,27 @@ def agreement_score(probs) -> np.ndarray:
 
 
 SCORES = {"msp": msp_score, "neg_entropy": neg_entropy_score, "agreement": agreement_score}
+
+
+@functools.partial(jax.jit, static_argnames="k")
+def _kth_similarity(queries, bank, k: int):
+  sims, _ = probes.knn_neighbours(probes.l2_normalize(queries), probes.l2_normalize(bank), k=k)
+  return sims[:, -1]
+
+
+def knn_similarities(view_features, bank, k: int = 50, chunk: int = 4096) -> np.ndarray:
+  """Per view, the cosine similarity of the embedding to its k-th most similar bank embedding
+  (in-distribution training features): [B, N] for view features [B, N, d] (or [B] for [B, d]).
+  Its mean over views is the deep-nearest-neighbour score (Sun et al., 2022; k = 50 is their
+  CIFAR-10 choice); queries go `chunk` at a time, the bank in `probes.knn_neighbours` chunks."""
+  z = np.asarray(view_features, np.float32)
+  flat = z.reshape(-1, z.shape[-1])
+  n, chunk = len(flat), min(chunk, len(flat))
+  flat = np.concatenate([flat, np.zeros((-n % chunk, flat.shape[1]), np.float32)])  # one shape
+  bank = np.asarray(bank, np.float32)
+  sims = [np.asarray(_kth_similarity(flat[i:i + chunk], bank, min(k, len(bank))))
+          for i in range(0, len(flat), chunk)]
+  return np.concatenate(sims)[:n].reshape(z.shape[:-1])
 
 
 def _average_ranks(x: np.ndarray) -> np.ndarray:

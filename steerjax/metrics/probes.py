@@ -197,10 +197,9 @@ def l2_normalize(x: jax.Array, axis: int = -1) -> jax.Array:
   return x / jnp.maximum(jnp.linalg.norm(x, axis=axis, keepdims=True), 1e-12)
 
 
-def knn_class_scores(queries, bank, bank_labels, num_classes: int, *, k: int = 20,
-                     temperature: float = 0.07, bank_chunk: int = 65536):
-  """[Q, C] summed votes exp(sim / temperature) of each query's k most cosine-similar bank
-  points (queries and bank L2-normalised): the weighted kNN classifier, jittable.
+def knn_neighbours(queries, bank, *, k: int = 20, bank_chunk: int = 65536):
+  """The k largest similarities queries @ bank.T [Q, k] (descending) and their bank rows [Q, k],
+  jittable; the caller normalises both for cosine similarity.
 
   The bank is scanned `bank_chunk` rows at a time with a running top-k, so at most
   Q x bank_chunk similarities exist at once, however large the bank.
@@ -209,7 +208,6 @@ def knn_class_scores(queries, bank, bank_labels, num_classes: int, *, k: int = 2
   k, chunk = min(k, n), min(bank_chunk, n)
   pad = -n % chunk
   bank = jnp.pad(bank, ((0, pad), (0, 0))).reshape(-1, chunk, bank.shape[1])
-  labels = jnp.pad(bank_labels, (0, pad))
 
   def merge(best, xs):
     rows, offset = xs
@@ -222,7 +220,16 @@ def knn_class_scores(queries, bank, bank_labels, num_classes: int, *, k: int = 2
 
   start = (jnp.full((queries.shape[0], k), -jnp.inf), jnp.zeros((queries.shape[0], k), jnp.int32))
   (sims, idx), _ = jax.lax.scan(merge, start, (bank, jnp.arange(bank.shape[0]) * chunk))
-  votes = jax.nn.one_hot(labels[idx], num_classes) * jnp.exp(sims / temperature)[..., None]
+  return sims, idx
+
+
+def knn_class_scores(queries, bank, bank_labels, num_classes: int, *, k: int = 20,
+                     temperature: float = 0.07, bank_chunk: int = 65536):
+  """[Q, C] summed votes exp(sim / temperature) of each query's k most cosine-similar bank
+  points (queries and bank L2-normalised): the weighted kNN classifier, jittable; the bank is
+  scanned in chunks (`knn_neighbours`)."""
+  sims, idx = knn_neighbours(queries, bank, k=k, bank_chunk=bank_chunk)
+  votes = jax.nn.one_hot(bank_labels[idx], num_classes) * jnp.exp(sims / temperature)[..., None]
   return votes.sum(1)
 
 
