@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from steerjax import convert
+from steerjax.models import encoders
 from steerjax.models import resnet
 from steerjax.models import torch_weights as tw
 
@@ -19,7 +20,7 @@ def random_state_dict(arch: str, width: int, seed: int = 0) -> dict:
   """A torchvision-layout state dict with random weights and BN statistics."""
   rng = np.random.default_rng(seed)
   name, cifar_stem = tw.ARCHS[arch]
-  module = resnet.get_encoder(name, width / 64, cifar_stem)
+  module = encoders.get_encoder(name, width / 64, cifar_stem)
   shapes = tw._expected_shapes(module)  # pylint: disable=protected-access
   sd = {}
   for prefix, path, kind in tw._layer_names(name):  # pylint: disable=protected-access

@@ -1,13 +1,9 @@
-"""Official SIE / EquiMod checkpoints (backbone and heads) -> steerjax: outputs equal PyTorch's on
-the same inputs, the official MRR formula on the converted predictor, workdir, bad layouts.
+"""Official SIE / EquiMod checkpoints -> steerjax without torch (CI): random state dicts in the
+official key layouts, checked against independent NumPy forward passes written from the official
+code (NCHW, float64); the official MRR formula on the converted predictor; the workdir; bad
+layouts. tests/test_official_heads_torch.py checks the same against real PyTorch modules."""
 
-The PyTorch modules below are written from the official key layouts (facebookresearch/SIE
-src/models.py, src/resnet.py, src/hypernetwork.py; ADevillers/EquiMod src/model.py), with
-random weights and BatchNorm statistics."""
-
-import json
 import os
-import shlex
 import subprocess
 import sys
 
@@ -26,129 +22,108 @@ from steerjax.models import sie_resnet
 import test_convert
 import test_official_sign
 
-torch = pytest.importorskip("torch")
-nn, F = torch.nn, torch.nn.functional
-WIDTH, HIDDEN, DIM = 8, 24, 6  # ResNet width 8 -> 512/8 = 64-d representation, halves of 32
+HIDDEN, DIM = 24, 6
 
 
-class SIEBlock(nn.Module):
-  """SIE's BasicBlock / Bottleneck: the stride on the (post-padded) 3x3, a shortcut on block 0."""
-
-  def __init__(self, cin, planes, stride, project, bottleneck):
-    super().__init__()
-    self.stride, self.bottleneck = stride, bottleneck
-    out = planes * (4 if bottleneck else 1)
-    if bottleneck:
-      self.conv1, self.bn1 = nn.Conv2d(cin, planes, 1, bias=False), nn.BatchNorm2d(planes)
-      self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1 if stride == 1 else 0, bias=False)
-      self.bn2 = nn.BatchNorm2d(planes)
-      self.conv3, self.bn3 = nn.Conv2d(planes, out, 1, bias=False), nn.BatchNorm2d(out)
-    else:
-      self.conv1, self.bn1 = nn.Conv2d(cin, planes, 3, 1, 1, bias=False), nn.BatchNorm2d(planes)
-      self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1 if stride == 1 else 0, bias=False)
-      self.bn2 = nn.BatchNorm2d(planes)
-    self.downsample = (nn.Sequential(nn.Conv2d(cin, out, 1, stride, bias=False), nn.BatchNorm2d(out))
-                       if project else None)
-
-  def forward(self, x):
-    y = F.relu(self.bn1(self.conv1(x)))
-    y = self.conv2(F.pad(y, (0, 1, 0, 1)) if self.stride == 2 else y)
-    y = self.bn2(y)
-    if self.bottleneck:
-      y = self.bn3(self.conv3(F.relu(y)))
-    return F.relu(y + (x if self.downsample is None else self.downsample(x)))
+def _linear(rng, out, cin, bias):
+  w = {"weight": rng.uniform(-1, 1, (out, cin)).astype(np.float32) / np.sqrt(cin)}
+  return {**w, "bias": rng.normal(0, 0.1, out).astype(np.float32)} if bias else w
 
 
-class SIEResNet(nn.Module):
-  def __init__(self, bottleneck=False, width=WIDTH):
-    super().__init__()
-    self.conv1, self.bn1 = nn.Conv2d(3, width, 7, 2, 0, bias=False), nn.BatchNorm2d(width)
-    cin = width
-    for s, n in enumerate((3, 4, 6, 3) if bottleneck else (2, 2, 2, 2)):
-      blocks = []
-      for b in range(n):
-        blocks.append(SIEBlock(cin, width * 2 ** s, 2 if s > 0 and b == 0 else 1, b == 0, bottleneck))
-        cin = width * 2 ** s * (4 if bottleneck else 1)
-      setattr(self, f"layer{s + 1}", nn.Sequential(*blocks))
-    self.dim = cin
-
-  def forward(self, x):
-    x = F.relu(self.bn1(self.conv1(F.pad(x, (2, 3, 2, 3)))))
-    x = F.max_pool2d(F.pad(x, (0, 1, 0, 1), value=-1e4), 3, 2)
-    for s in range(1, 5):
-      x = getattr(self, f"layer{s}")(x)
-    return x.mean((2, 3))
+def _bn(rng, c, affine=True):
+  out = {"running_mean": rng.normal(0, 0.2, c).astype(np.float32),
+         "running_var": rng.uniform(0.5, 2.0, c).astype(np.float32), "num_batches_tracked": np.asarray(9)}
+  if affine:
+    out.update(weight=rng.uniform(0.5, 1.5, c).astype(np.float32), bias=rng.normal(0, 0.1, c).astype(np.float32))
+  return out
 
 
-def projector(dims, bias_last=False, bn_last=None, hidden_bias=True):
-  """(Linear, BatchNorm1d, ReLU) x n, then Linear [, BatchNorm1d(affine=bn_last)]."""
-  layers = []
+def _seq(prefix, layers):
+  return {f"{prefix}.{i}.{k}": v for i, layer in layers for k, v in layer.items()}
+
+
+def sie_projector(rng, prefix, dims):
+  """SIE's Projector: (Linear with bias, BatchNorm1d, ReLU) x n, then Linear without bias."""
+  layers, i = [], 0
   for a, b in zip(dims[:-2], dims[1:-1]):
-    layers += [nn.Linear(a, b, bias=hidden_bias), nn.BatchNorm1d(b), nn.ReLU()]
-  layers.append(nn.Linear(dims[-2], dims[-1], bias=bias_last))
-  if bn_last is not None:
-    layers.append(nn.BatchNorm1d(dims[-1], affine=bn_last))
-  return nn.Sequential(*layers)
+    layers += [(i, _linear(rng, b, a, True)), (i + 1, _bn(rng, b))]
+    i += 3
+  return _seq(prefix, layers + [(i, _linear(rng, dims[-1], dims[-2], False))])
 
 
-class HyperLinearNet(nn.Module):
-  """ParametrizedNet with --hypernetwork linear: W(g) = (weight @ g).view(d, d), out = W z."""
-
-  def __init__(self, dim, g_dim):
-    super().__init__()
-    self.dim = dim
-    self.hypernet = nn.Module()
-    self.hypernet.net = nn.Sequential(nn.Linear(g_dim, dim * dim, bias=False))
-
-  def forward(self, z, g):
-    w = self.hypernet.net(g).view(-1, self.dim, self.dim)
-    return torch.bmm(z.unsqueeze(1), w.transpose(1, 2)).squeeze(1)
+def sie_state_dict(seed=0, arch="resnet18_sie", g_dim=4):
+  rng = np.random.default_rng(seed)
+  backbone = test_convert.random_state_dict(arch, 8, seed)
+  del backbone["fc.weight"], backbone["fc.bias"]
+  half = np.shape(backbone["layer4.0.bn1.weight" if arch == "resnet18_sie" else "layer4.0.bn3.weight"])[0] // 2
+  return {**{f"backbone.{k}": v for k, v in backbone.items()},
+          **sie_projector(rng, "projector_inv", (half, HIDDEN, HIDDEN, DIM)),
+          **sie_projector(rng, "projector_equi", (half, HIDDEN, HIDDEN, DIM)),
+          "predictor.hypernet.net.0.weight": rng.normal(size=(DIM * DIM, g_dim)).astype(np.float32),
+          "evaluator.classifier_repr.weight": np.zeros((5, 2 * half), np.float32)}
 
 
-class SIENet(nn.Module):
-  def __init__(self, g_dim=4, bottleneck=False):
-    super().__init__()
-    self.backbone = SIEResNet(bottleneck)
-    half = self.backbone.dim // 2
-    self.projector_inv = projector((half, HIDDEN, HIDDEN, DIM))
-    self.projector_equi = projector((half, HIDDEN, HIDDEN, DIM))
-    self.predictor = HyperLinearNet(DIM, g_dim)
-    self.evaluator = nn.Module()
-    self.evaluator.classifier_repr = nn.Linear(self.backbone.dim, 5)
+# Independent NumPy forward passes, written from the official code ------------------------------
+
+def _conv(x, w, stride, pad):
+  k = w.shape[-1]
+  x = np.pad(x, ((0, 0), (0, 0), pad, pad))
+  win = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(2, 3))[:, :, ::stride, ::stride]
+  return np.einsum("bihwkl,oikl->bohw", win, w, optimize=True)
 
 
-class EquiModNet(nn.Module):
-  """The BYOL branch's heads (one hidden layer, biased output; predictor_inv) or the SimCLR
-  branch's (two hidden layers, affine-free BatchNorm output) on a given representation width."""
+def _bn2d(x, sd, prefix):
+  g = lambda k: sd[f"{prefix}.{k}"][None, :, None, None]
+  return (x - g("running_mean")) / np.sqrt(g("running_var") + 1e-5) * g("weight") + g("bias")
 
-  def __init__(self, h_dim, p_dim, byol):
-    super().__init__()
-    if byol:
-      self.proj_head_inv = projector((h_dim, 40, 12), bias_last=True, hidden_bias=False)
-      self.predictor_inv = projector((12, 40, 12), bias_last=True, hidden_bias=False)
+
+def sie_features(sd, images, bottleneck=False):
+  """SIE src/resnet.py: F.pad (2, 3) then conv1 7x7/2; pad (0, 1) then max-pool 3/2; blocks pad
+  (0, 1) before a strided 3x3 (the second of a BasicBlock); a 1x1 shortcut on every block 0."""
+  relu = lambda v: np.maximum(v, 0)
+  p = lambda k: sd[f"backbone.{k}"]
+  bn = lambda x, k: _bn2d(x, sd, f"backbone.{k}")
+  x = ((images - np.asarray(sie_resnet.MEAN)) / np.asarray(sie_resnet.STD)).transpose(0, 3, 1, 2).astype(np.float64)
+  x = relu(bn(_conv(x, p("conv1.weight"), 2, (2, 3)), "bn1"))
+  x = np.pad(x, ((0, 0), (0, 0), (0, 1), (0, 1)), constant_values=-1e4)
+  x = np.lib.stride_tricks.sliding_window_view(x, (3, 3), axis=(2, 3))[:, :, ::2, ::2].max((-1, -2))
+  for s, n in enumerate((3, 4, 6, 3) if bottleneck else (2, 2, 2, 2)):
+    for b in range(n):
+      pre, stride = f"layer{s + 1}.{b}", 2 if s > 0 and b == 0 else 1
+      pad3 = (1, 1) if stride == 1 else (0, 1)
+      if bottleneck:
+        y = relu(bn(_conv(x, p(f"{pre}.conv1.weight"), 1, (0, 0)), f"{pre}.bn1"))
+        y = relu(bn(_conv(y, p(f"{pre}.conv2.weight"), stride, pad3), f"{pre}.bn2"))
+        y = bn(_conv(y, p(f"{pre}.conv3.weight"), 1, (0, 0)), f"{pre}.bn3")
+      else:
+        y = relu(bn(_conv(x, p(f"{pre}.conv1.weight"), 1, (1, 1)), f"{pre}.bn1"))
+        y = bn(_conv(y, p(f"{pre}.conv2.weight"), stride, pad3), f"{pre}.bn2")
+      if b == 0:
+        x = bn(_conv(x, p(f"{pre}.downsample.0.weight"), stride, (0, 0)), f"{pre}.downsample.1")
+      x = relu(y + x)
+  return x.mean((2, 3))
+
+
+def sequential(sd, prefix, x):
+  """An nn.Sequential of Linear / BatchNorm1d (eval) / ReLU in the index order of its keys."""
+  x = np.asarray(x, np.float64)
+  indices = sorted({int(k[len(prefix) + 1:].split(".")[0]) for k in sd if k.startswith(prefix + ".")})
+  for n, i in enumerate(indices):
+    g = lambda k: sd.get(f"{prefix}.{i}.{k}")
+    if g("running_mean") is not None:
+      x = (x - g("running_mean")) / np.sqrt(g("running_var") + 1e-5)
+      x = x * g("weight") + g("bias") if g("weight") is not None else x
+      if n + 1 < len(indices):
+        x = np.maximum(x, 0)  # a hidden BatchNorm1d is followed by ReLU (no parameters, no key)
     else:
-      self.proj_head_inv = projector((h_dim, 40, 40, 12), bn_last=False, hidden_bias=False)
-    self.proj_head_eq = projector((h_dim, HIDDEN, HIDDEN, DIM), bn_last=False, hidden_bias=False)
-    self.proj_head_t = nn.Sequential(nn.Linear(p_dim, DIM, bias=False), nn.BatchNorm1d(DIM))
-    self.predictor_eq = nn.Sequential(nn.Linear(2 * DIM, DIM, bias=False), nn.BatchNorm1d(DIM, affine=False))
+      x = x @ g("weight").T + (g("bias") if g("bias") is not None else 0)
+  return x
 
 
-def randomise(net, seed=0):
-  """Random BatchNorm statistics and affine parameters (fresh ones are the identity); eval mode."""
-  g = torch.Generator().manual_seed(seed)
-  with torch.no_grad():
-    for m in net.modules():
-      if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-        m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.2)
-        m.running_var.copy_(torch.rand(m.num_features, generator=g) * 1.5 + 0.5)
-        if m.affine:
-          m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-          m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-  return net.eval()
-
-
-def numpy_state_dict(net, prefix=""):
-  return {prefix + k: v.numpy() for k, v in net.state_dict().items()}
+def hypernet(sd, z, g):
+  """ParametrizedNet, --hypernetwork linear: W = (weight @ g).view(d, d), out = W z."""
+  w = np.einsum("pk,bk->bp", sd["predictor.hypernet.net.0.weight"], g).reshape(len(g), DIM, DIM)
+  return np.einsum("bij,bj->bi", w, z)
 
 
 def steerjax_model(keys, pairs=True):
@@ -164,82 +139,86 @@ def close(a, b, rtol):
   np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * np.abs(b).max())
 
 
-@pytest.mark.parametrize("bottleneck,g_dim,size", [(False, 4, 35), (True, 6, 32)])
-def test_sie_checkpoint_matches_pytorch(bottleneck, g_dim, size):
-  torch.manual_seed(0)
-  net = randomise(SIENet(g_dim, bottleneck))
-  keys, variables, _ = official_heads.convert(numpy_state_dict(net))
-  assert keys["model.name"] == ("resnet50_sie" if bottleneck else "resnet18_sie")
-  assert keys["steerer.use_colour"] == (g_dim == 6) and keys["head.proj_output"] == "linear"
+head = lambda name: lambda m, v: getattr(m, name)(v, train=False)
+
+
+@pytest.mark.parametrize("arch,g_dim,size", [("resnet18_sie", 4, 35), ("resnet50_sie", 6, 32)])
+def test_sie_checkpoint_matches_the_official_forward_pass(arch, g_dim, size):
+  sd = sie_state_dict(0, arch, g_dim)
+  keys, variables, _ = official_heads.convert(sd)
+  assert (keys["model.name"], keys["steerer.use_colour"], keys["head.proj_output"]) == (arch, g_dim == 6, "linear")
   model = steerjax_model(keys)
   rng = np.random.default_rng(1)
-  images = rng.uniform(size=(3, size, size, 3)).astype(np.float32)
-  g = rng.normal(size=(3, g_dim)).astype(np.float32)
-  with torch.no_grad():
-    x = torch.from_numpy(((images - sie_resnet.MEAN) / sie_resnet.STD).transpose(0, 3, 1, 2).astype(np.float32))
-    h = net.backbone(x)
-    half = h.shape[1] // 2
-    z_inv, z_equi = net.projector_inv(h[:, :half]), net.projector_equi(h[:, half:])
-    pred = net.predictor(z_equi, torch.from_numpy(g))
-  close(model.apply(variables, images, method="embed"), h, 1e-4)  # a deep float32 conv stack
-  # The heads on the same inputs (PyTorch's features): 1e-5.
-  head = lambda name: lambda m, v: getattr(m, name)(v, train=False)
-  close(model.apply(variables, h[:, :half].numpy(), method=head("projector_inv")), z_inv, 1e-5)
-  close(model.apply(variables, h[:, half:].numpy(), method=head("projector_equi")), z_equi, 1e-5)
-  close(model.apply(variables, z_equi.numpy(), g, method="steer"), pred, 1e-5)
-  close(model.apply(variables, images, method="steer_embed"), z_equi, 1e-4)
+  images = rng.uniform(size=(2, size, size, 3)).astype(np.float32)
+  g = rng.normal(size=(2, g_dim)).astype(np.float32)
+  h = sie_features(sd, images, bottleneck=arch == "resnet50_sie")
+  half = h.shape[1] // 2
+  close(model.apply(variables, images, method="embed"), h, 1e-4)
+  h32 = h.astype(np.float32)
+  z_equi = sequential(sd, "projector_equi", h32[:, half:])
+  close(model.apply(variables, h32[:, :half], method=head("projector_inv")),
+        sequential(sd, "projector_inv", h32[:, :half]), 1e-5)
+  close(model.apply(variables, h32[:, half:], method=head("projector_equi")), z_equi, 1e-5)
+  z32 = z_equi.astype(np.float32)
+  close(model.apply(variables, z32, g, method="steer"), hypernet(sd, z32, g), 1e-5)
+
+
+def equimod_state_dict(byol, p_dim, seed=0):
+  rng = np.random.default_rng(seed)
+  backbone = test_convert.random_state_dict("resnet18_cifar", 8, seed)
+  del backbone["fc.weight"], backbone["fc.bias"]  # EquiMod sets fc = Identity
+  lin = lambda o, i, b=False: _linear(rng, o, i, b)
+  sd = {f"resnet.{k}": v for k, v in backbone.items()}
+  if byol:  # BYOL branch: Linear, BN, ReLU, biased Linear (projector and predictor)
+    sd.update(_seq("proj_head_inv", [(0, lin(40, 64)), (1, _bn(rng, 40)), (3, lin(12, 40, True))]))
+    sd.update(_seq("predictor_inv", [(0, lin(40, 12)), (1, _bn(rng, 40)), (3, lin(12, 40, True))]))
+  else:  # SimCLR branch: two hidden layers, affine-free BatchNorm output
+    sd.update(_seq("proj_head_inv", [(0, lin(40, 64)), (1, _bn(rng, 40)), (3, lin(40, 40)), (4, _bn(rng, 40)),
+                                     (6, lin(12, 40)), (7, _bn(rng, 12, affine=False))]))
+  sd.update(_seq("proj_head_eq", [(0, lin(HIDDEN, 64)), (1, _bn(rng, HIDDEN)), (3, lin(HIDDEN, HIDDEN)),
+                                  (4, _bn(rng, HIDDEN)), (6, lin(DIM, HIDDEN)), (7, _bn(rng, DIM, affine=False))]))
+  sd.update(_seq("proj_head_t", [(0, lin(DIM, p_dim)), (1, _bn(rng, DIM))]))
+  sd.update(_seq("predictor_eq", [(0, lin(DIM, 2 * DIM)), (1, _bn(rng, DIM, affine=False))]))
+  return sd
 
 
 @pytest.mark.parametrize("byol", [True, False])
-def test_equimod_heads_match_pytorch(byol):
-  torch.manual_seed(0)
-  backbone = test_convert.random_state_dict("resnet18_cifar", WIDTH)
-  del backbone["fc.weight"], backbone["fc.bias"]  # EquiMod sets fc = Identity
+def test_equimod_checkpoint_matches_the_official_forward_pass(byol):
   method = "equimod_byol" if byol else "equimod_simclr"
   cfg = config_lib.base_config()
   cfg.method = method
   p_dim = methods.get_method(cfg, 10).g_dim()
-  net = randomise(EquiModNet(64, p_dim, byol))
-  keys, variables, _ = official_heads.convert({**{f"resnet.{k}": v for k, v in backbone.items()},
-                                               **numpy_state_dict(net)})
-  assert keys["method"] == method and (keys["model.name"], keys["model.cifar_stem"]) == ("resnet18", True)
+  sd = equimod_state_dict(byol, p_dim)
+  keys, variables, _ = official_heads.convert(sd)
+  assert (keys["method"], keys["model.name"], keys["model.cifar_stem"]) == (method, "resnet18", True)
   model = steerjax_model(keys, pairs=False)
   rng = np.random.default_rng(2)
   h = rng.normal(size=(4, 64)).astype(np.float32)
   p = rng.normal(size=(4, p_dim)).astype(np.float32)
-  with torch.no_grad():
-    y = net.proj_head_eq(torch.from_numpy(h))
-    y_hat = net.predictor_eq(torch.cat([y, net.proj_head_t(torch.from_numpy(p))], 1))
-    z = net.proj_head_inv(torch.from_numpy(h))
-  head = lambda name: lambda m, v: getattr(m, name)(v, train=False)
+  y = sequential(sd, "proj_head_eq", h)
+  y_hat = sequential(sd, "predictor_eq", np.concatenate([y, sequential(sd, "proj_head_t", p)], 1))
   close(model.apply(variables, h, method=head("equi_head")), y, 1e-5)
-  close(model.apply(variables, y.numpy(), p, method="steer"), y_hat, 1e-5)
+  close(model.apply(variables, y.astype(np.float32), p, method="steer"), y_hat, 1e-5)
+  z = sequential(sd, "proj_head_inv", h)
   close(model.apply(variables, h, method=head("inv_projector")), z, 1e-5)
   if byol:
-    with torch.no_grad():
-      q = net.predictor_inv(z)
-    close(model.apply(variables, z.numpy(), method=head("inv_predictor")), q, 1e-5)
-  images = rng.uniform(size=(2, 16, 16, 3)).astype(np.float32)
-  close(model.apply(variables, images, method="embed"),
-        test_convert.reference_features(backbone, "resnet18_cifar", images), 1e-4)
+    close(model.apply(variables, z.astype(np.float32), method=head("inv_predictor")),
+          sequential(sd, "predictor_inv", z), 1e-5)
 
 
 def test_official_mrr_of_the_converted_predictor():
-  """sie_retrieval on the converted predictor = eval_MRR_Hk.py's formula on the torch weight."""
-  torch.manual_seed(3)
-  net = randomise(SIENet())
-  keys, variables, _ = official_heads.convert(numpy_state_dict(net))
+  """sie_retrieval on the converted predictor = eval_MRR_Hk.py's formula on the checkpoint's weight."""
+  sd = sie_state_dict(3)
+  keys, variables, _ = official_heads.convert(sd)
   model = steerjax_model(keys)
   rng = np.random.default_rng(4)
   latent = test_official_sign._latents(rng)  # pylint: disable=protected-access
   objects, views = latent.shape[:2]
   embeddings = rng.normal(size=(objects, views, DIM)).astype(np.float32)
-  weight = net.predictor.hypernet.net[0].weight.detach().numpy()
   expected = test_official_sign._official_mrr(  # pylint: disable=protected-access
-      weight, embeddings, test_official_sign._official_quaternions(latent))  # pylint: disable=protected-access
+      sd["predictor.hypernet.net.0.weight"], embeddings, test_official_sign._official_quaternions(latent))  # pylint: disable=protected-access
   g = rotations.relative_transform(np.repeat(latent[:, :1], views, 1), latent, "official")[..., :4]
-  predict = lambda z, g_: model.apply(variables, z, g_, method="steer")
-  got = equivariance.sie_retrieval(embeddings, g, predict)["mrr"]
+  got = equivariance.sie_retrieval(embeddings, g, lambda z, g_: model.apply(variables, z, g_, method="steer"))["mrr"]
   assert abs(float(got) - expected) < 1e-6, (got, expected)
   assert 0.05 < expected < 0.9  # neither degenerate nor perfect: the comparison can fail
 
@@ -250,26 +229,32 @@ def _cli(*args):
 
 
 def test_layouts_steerjax_cannot_express_name_the_key(tmp_path, capsys):
-  torch.manual_seed(0)
-  good = numpy_state_dict(SIENet())
+  good = sie_state_dict()
   deep = {**good, "predictor.hypernet.net.2.weight": np.zeros((36, 4), np.float32)}
   with pytest.raises(official_heads.OfficialCheckpointError, match=r"unexpected key predictor\.hypernet\.net\.2\.weight"):
     official_heads.convert(deep)
+  biased = {**good, "predictor.hypernet.net.0.bias": np.zeros(36, np.float32)}
+  with pytest.raises(official_heads.OfficialCheckpointError, match=r"unexpected key predictor\.hypernet\.net\.0\.bias"):
+    official_heads.convert(biased)
   uneven = {k: v for k, v in good.items() if not k.startswith("projector_equi.")}
-  uneven.update(numpy_state_dict(projector((16, HIDDEN, HIDDEN, DIM)), "projector_equi."))
+  uneven.update(sie_projector(np.random.default_rng(0), "projector_equi", (16, HIDDEN, HIDDEN, DIM)))
   with pytest.raises(official_heads.OfficialCheckpointError,
                      match=r"projector_equi\.0\.weight has shape \(24, 16\), expected \(·, 32\).*halves"):
     official_heads.convert(uneven)
+  hidden_t = equimod_state_dict(True, 5)
+  hidden_t["proj_head_t.3.weight"] = np.zeros((DIM, DIM), np.float32)
+  with pytest.raises(official_heads.OfficialCheckpointError, match=r"unexpected key proj_head_t\.3\.weight"):
+    official_heads.convert(hidden_t)
   bad = dict(good)
   bad["backbone.layer2.0.conv1.weight"] = bad["backbone.layer2.0.conv1.weight"][:, :4]
-  torch.save({"model": {f"module.{k}": torch.from_numpy(v) for k, v in bad.items()}}, tmp_path / "bad.pth")
-  r = _cli("--from-torch", str(tmp_path / "bad.pth"), "--config", "configs/sie_3diebench.py:smoke",
+  convert.write_safetensors(str(tmp_path / "bad.safetensors"), bad)
+  r = _cli("--from-torch", str(tmp_path / "bad.safetensors"), "--config", "configs/sie_3diebench.py:smoke",
            "--out", str(tmp_path / "w"))
   assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
   assert "backbone.layer2.0.conv1.weight has shape (16, 4, 3, 3), expected (16, 8, 3, 3)" in r.stderr
   assert not (tmp_path / "w").exists()
   with pytest.raises(SystemExit) as exit_info:
-    convert.main(["--from-torch", str(tmp_path / "bad.pth"), "--out", str(tmp_path / "w")])
+    convert.main(["--from-torch", str(tmp_path / "bad.safetensors"), "--out", str(tmp_path / "w")])
   err = capsys.readouterr().err
   assert exit_info.value.code == 2 and "pass --config CONFIG" in err and len(err.strip().splitlines()) == 1
 
@@ -278,39 +263,17 @@ TINY = ["--config.data.num_objects=40", "--config.data.views_per_object=4", "--c
         "--config.data.quaternion_sign=official", "--config.eval.evaluators=('sie_retrieval',)"]
 
 
-def _sie_checkpoint(tmp_path):
-  torch.manual_seed(5)
-  net = randomise(SIENet())
-  torch.save({"epoch": 3, "model": {f"module.{k}": v for k, v in net.state_dict().items()}}, tmp_path / "model.pth")
-  return net, str(tmp_path / "model.pth")
-
-
-def test_sie_checkpoint_becomes_a_workdir_that_embeds_and_steers_as_pytorch(tmp_path):
+def test_sie_checkpoint_becomes_a_workdir_that_embeds_and_steers_as_the_official_code(tmp_path):
   from steerjax import api  # pylint: disable=g-import-not-at-top
-  net, path = _sie_checkpoint(tmp_path)
-  convert.main(["--from-torch", path, "--config", "configs/sie_3diebench.py:smoke", *TINY, "--out", str(tmp_path / "w")])
+  sd = sie_state_dict(5)
+  convert.write_safetensors(str(tmp_path / "model.safetensors"), sd)
+  convert.main(["--from-torch", str(tmp_path / "model.safetensors"), "--config", "configs/sie_3diebench.py:smoke",
+                *TINY, "--out", str(tmp_path / "w")])
   run = api.load_run(str(tmp_path / "w"))
   assert run.config.model.name == "resnet18_sie" and run.config.data.quaternion_sign == "official"
   images = np.random.default_rng(6).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
   g = np.random.default_rng(7).normal(size=(2, 4)).astype(np.float32)
-  with torch.no_grad():
-    x = (images / 255.0 - sie_resnet.MEAN) / sie_resnet.STD
-    z = net.projector_equi(net.backbone(torch.from_numpy(x.transpose(0, 3, 1, 2).astype(np.float32)))[:, 32:])
-    pred = net.predictor(z, torch.from_numpy(g))
+  z = sequential(sd, "projector_equi", sie_features(sd, images / 255.0)[:, 32:].astype(np.float32))
   close(run.steer_embed(images), z, 1e-4)
-  close(run.steer(z.numpy(), g), pred, 1e-5)
-
-
-@pytest.mark.slow  # ~1 min on 2 shared cores: the sie_retrieval evaluator with its baselines
-def test_eval_only_scores_a_converted_sie_checkpoint(tmp_path):
-  _, path = _sie_checkpoint(tmp_path)
-  r = _cli("--from-torch", path, "--config", "configs/sie_3diebench.py:smoke", *TINY, "--out", str(tmp_path / "w"))
-  assert r.returncode == 0, r.stderr
-  command = shlex.split(r.stdout.strip().splitlines()[-1])  # the printed evaluation command
-  assert command[:3] == ["python", "-m", "steerjax.main"]
-  e = subprocess.run([sys.executable, *command[1:]], capture_output=True, text=True, timeout=600,
-                     cwd=os.path.dirname(os.path.dirname(__file__)))
-  assert e.returncode == 0, e.stderr
-  with open(tmp_path / "w" / "report.json") as f:
-    report = json.load(f)
-  assert 0 < report["sie_mrr"] <= 1 and "sie_pre" in report
+  z32 = z.astype(np.float32)
+  close(run.steer(z32, g), hypernet(sd, z32, g), 1e-5)
