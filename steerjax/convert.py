@@ -11,7 +11,8 @@ FILE is a `.pt`/`.pth` (needs torch; the state dict may be nested under `model` 
 `resnet18_sie`/`resnet50_sie` are the official SIE code's ResNet (its final_weights.pth).
 
 A whole official SIE or EquiMod checkpoint (backbone *and* heads: SIE's projectors and linear
-hypernetwork predictor, EquiMod's projector, equivariant head and predictor; layouts and the
+hypernetwork predictor, also for its SimCLREquiMod baseline; EquiMod's projector, equivariant head
+and predictor; layouts and the
 mapping in `steerjax.models.official_heads`) is recognised by its keys and becomes a steerjax
 workdir with `--config` (e.g. configs/sie_3diebench.py, which says the data): the config gets the
 checkpoint's architecture keys (printed, and recorded as overrides), the workdir one finished

@@ -115,8 +115,10 @@ def iebench(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """SIE's common protocol for every method on 3DIEBench (facebookresearch/SIE main.py, README).
 
   Two distinct rendered views of one object per example, no image augmentation, ResNet-18
-  at 256x256 (main.py --resolution 256, torchvision stem), batch 1024, Adam lr 1e-3 with
-  coupled weight decay 1e-6 and no schedule, 2000 epochs (the README's command).
+  at 256x256 (main.py --resolution 256; 7x7 stem with max-pool), batch 1024, Adam lr 1e-3 with
+  coupled weight decay 1e-6 and no schedule, 2000 epochs (the README's command). The ResNet is
+  torchvision's layout; the official src/resnet.py pads, strides and normalises differently
+  (`models.sie_resnet`, `model.name="resnet18_sie"`, what its checkpoints convert to).
   """
   c.data.name = "3diebench"
   c.data.image_size = 256  # main.py: --resolution default 256

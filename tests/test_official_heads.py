@@ -51,16 +51,18 @@ def sie_projector(rng, prefix, dims):
   return _seq(prefix, layers + [(i, _linear(rng, dims[-1], dims[-2], False))])
 
 
-def sie_state_dict(seed=0, arch="resnet18_sie", g_dim=4):
+def sie_state_dict(seed=0, arch="resnet18_sie", g_dim=4, whole=False):
+  """An SIE checkpoint (`whole`: its SimCLREquiMod, projectors on the whole representation)."""
   rng = np.random.default_rng(seed)
   backbone = test_convert.random_state_dict(arch, 8, seed)
   del backbone["fc.weight"], backbone["fc.bias"]
-  half = np.shape(backbone["layer4.0.bn1.weight" if arch == "resnet18_sie" else "layer4.0.bn3.weight"])[0] // 2
+  full = np.shape(backbone["layer4.0.bn2.weight" if arch == "resnet18_sie" else "layer4.0.bn3.weight"])[0]
+  width = full if whole else full // 2
   return {**{f"backbone.{k}": v for k, v in backbone.items()},
-          **sie_projector(rng, "projector_inv", (half, HIDDEN, HIDDEN, DIM)),
-          **sie_projector(rng, "projector_equi", (half, HIDDEN, HIDDEN, DIM)),
+          **sie_projector(rng, "projector_inv", (width, HIDDEN, HIDDEN, DIM)),
+          **sie_projector(rng, "projector_equi", (width, HIDDEN, HIDDEN, DIM)),
           "predictor.hypernet.net.0.weight": rng.normal(size=(DIM * DIM, g_dim)).astype(np.float32),
-          "evaluator.classifier_repr.weight": np.zeros((5, 2 * half), np.float32)}
+          "evaluator.classifier_repr.weight": np.zeros((5, full), np.float32)}
 
 
 # Independent NumPy forward passes, written from the official code ------------------------------
@@ -163,6 +165,18 @@ def test_sie_checkpoint_matches_the_official_forward_pass(arch, g_dim, size):
   close(model.apply(variables, z32, g, method="steer"), hypernet(sd, z32, g), 1e-5)
 
 
+def test_sie_codes_equimod_baseline_becomes_equimod_pairs():
+  sd = sie_state_dict(1, whole=True)
+  keys, variables, _ = official_heads.convert(sd)
+  assert keys["method"] == "equimod_pairs"
+  model = steerjax_model(keys)
+  images = np.random.default_rng(2).uniform(size=(2, 32, 32, 3)).astype(np.float32)
+  g = np.random.default_rng(3).normal(size=(2, 4)).astype(np.float32)
+  z = sequential(sd, "projector_equi", sie_features(sd, images).astype(np.float32)).astype(np.float32)
+  close(model.apply(variables, images, method="steer_embed"), z, 1e-4)
+  close(model.apply(variables, z, g, method="steer"), hypernet(sd, z, g), 1e-5)
+
+
 def equimod_state_dict(byol, p_dim, seed=0):
   rng = np.random.default_rng(seed)
   backbone = test_convert.random_state_dict("resnet18_cifar", 8, seed)
@@ -239,7 +253,7 @@ def test_layouts_steerjax_cannot_express_name_the_key(tmp_path, capsys):
   uneven = {k: v for k, v in good.items() if not k.startswith("projector_equi.")}
   uneven.update(sie_projector(np.random.default_rng(0), "projector_equi", (16, HIDDEN, HIDDEN, DIM)))
   with pytest.raises(official_heads.OfficialCheckpointError,
-                     match=r"projector_equi\.0\.weight has shape \(24, 16\), expected \(·, 32\).*halves"):
+                     match=r"projector_equi\.0\.weight has shape \(24, 16\), expected \(·, 32\).*halves.*\(·, 64\)"):
     official_heads.convert(uneven)
   hidden_t = equimod_state_dict(True, 5)
   hidden_t["proj_head_t.3.weight"] = np.zeros((DIM, DIM), np.float32)

@@ -2,7 +2,9 @@
 
 The keys, from the official code's model classes (state dict under "model", DDP's `module.`
 stripped by `convert.read_state_dict`):
-  SIE (facebookresearch/SIE src/models.py, classes SIE, SIERotColor, ...):
+  SIE (facebookresearch/SIE src/models.py, classes SIE, SIERotColor; SimCLREquiMod and
+  SimCLREquiModRotColor, its EquiMod baseline, have the same keys with both projectors on the
+  whole representation: steerjax's `equimod_pairs`):
     backbone.*          its ResNet (`sie_resnet`, archs resnet18_sie / resnet50_sie);
     projector_inv.*, projector_equi.*  Projector: (Linear with bias, BatchNorm1d, ReLU) x n,
                         then Linear without bias, on the first / second part of the representation;
@@ -186,26 +188,31 @@ def _uniform_hidden(hidden: tuple[int, ...], prefix: str) -> int:
 
 
 def sie(state_dict: dict) -> tuple[dict[str, Any], dict, dict]:
-  """(config keys, variables of `methods.sie.SIEModel`, {flax path: torch key}) of an official
-  SIE checkpoint."""
+  """(config keys, variables, {flax path: torch key}) of a checkpoint of the official SIE code:
+  its SIE (projectors on the two halves of the representation: `methods.sie.SIEModel`) or its
+  EquiMod baseline SimCLREquiMod (both projectors on the whole of it: `EquiModPairsModel`)."""
   _unexpected(state_dict, SIE_PREFIXES)
   arch = _resnet_arch(state_dict, "backbone.", sie=True)
   out, origins = {"params": {}, "batch_stats": {}}, {}
   feature_dim = _backbone(state_dict, "backbone.", arch, out)
+  width_in = np.shape(state_dict.get("projector_equi.0.weight", np.zeros((0, 0))))[1]
+  pairs = width_in == feature_dim  # SimCLREquiMod; SIE's halves otherwise
+  names = {"projector_inv": "inv_projector", "projector_equi": "equi_projector", "predictor": "steerer"} \
+      if pairs else {"projector_inv": "projector_inv", "projector_equi": "projector_equi", "predictor": "predictor"}
   specs = {}
   for part in ("projector_inv", "projector_equi"):
     spec, params, stats, origin = mlp_head(state_dict, f"{part}.")
     width_in = params["Dense_0"]["kernel"].shape[0]
-    if width_in != feature_dim // 2:
+    if width_in != (feature_dim if pairs else feature_dim // 2):
       raise OfficialCheckpointError(
           f"{origin[('params', 'Dense_0', 'kernel')]} has shape {params['Dense_0']['kernel'].T.shape}, "
           f"expected (·, {feature_dim // 2}): steerjax's SIE splits the {feature_dim}-d representation "
-          f"in halves (official --equi {feature_dim // 2})")
+          f"in halves (official --equi {feature_dim // 2}; or (·, {feature_dim}), SimCLREquiMod's)")
     specs[part] = spec
-    _nest(part, params, stats, origin, out, origins)
+    _nest(names[part], params, stats, origin, out, origins)
   if specs["projector_inv"] != specs["projector_equi"]:
     raise OfficialCheckpointError(f"projector_inv {specs['projector_inv']} and projector_equi "
-                                  f"{specs['projector_equi']} differ; steerjax's SIE has one head.proj_* for both")
+                                  f"{specs['projector_equi']} differ; steerjax has one head.proj_* for both")
   hidden, dim, output = specs["projector_equi"]
   key = "predictor.hypernet.net.0.weight"
   others = sorted(k for k in state_dict if k.startswith("predictor.") and k != key)
@@ -219,9 +226,9 @@ def sie(state_dict: dict) -> tuple[dict[str, Any], dict, dict]:
   if weight.ndim != 2 or weight.shape[0] != dim * dim or weight.shape[1] not in (4, 6):
     raise OfficialCheckpointError(f"{key} has shape {tuple(weight.shape)}, expected ({dim * dim}, 4) or "
                                   f"({dim * dim}, 6): one {dim}x{dim} map, no --predictor hidden layers or --bias-pred")
-  out["params"]["predictor"] = {"kernel": _f32(weight.T)}
-  origins[("params", "predictor", "kernel")] = key
-  keys = {"method": "sie", "model.name": arch, "model.cifar_stem": False,
+  out["params"][names["predictor"]] = {"kernel": _f32(weight.T)}
+  origins[("params", names["predictor"], "kernel")] = key
+  keys = {"method": "equimod_pairs" if pairs else "sie", "model.name": arch, "model.cifar_stem": False,
           "model.width_multiplier": torch_weights.width_multiplier(_sub(state_dict, "backbone.")),
           "head.proj_layers": len(hidden), "head.proj_hidden": _uniform_hidden(hidden, "projector_equi") or 1,
           "head.proj_dim": dim, "head.proj_output": output, "steerer.name": "hyper_linear",
