@@ -148,8 +148,11 @@ def write_workdir(state_dict: dict, spec: str, overrides: list[str], workdir: st
   import jax  # pylint: disable=g-import-not-at-top
   from steerjax import checkpoint, main as main_lib, train  # pylint: disable=g-import-not-at-top
   keys, converted, origins = official_heads.convert(state_dict)
-  overrides = [o for o in overrides if o.partition("=")[0][len("--config."):] not in keys]
-  overrides += [_override(k, v) for k, v in keys.items()]
+  for o in overrides:
+    key = o.partition("=")[0][len("--config."):]
+    if key in keys:
+      raise ConvertError(f"{o}: the checkpoint sets config.{key} ({keys[key]!r}); leave it out")
+  overrides = overrides + [_override(k, v) for k, v in keys.items()]
   cfg = main_lib.load_config(spec)
   main_lib.apply_overrides(cfg, overrides)
   record, _ = main_lib.accept(cfg, spec, overrides, workdir, jax.device_count())

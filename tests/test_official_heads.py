@@ -291,3 +291,11 @@ def test_sie_checkpoint_becomes_a_workdir_that_embeds_and_steers_as_the_official
   close(run.steer_embed(images), z, 1e-4)
   z32 = z.astype(np.float32)
   close(run.steer(z32, g), hypernet(sd, z32, g), 1e-5)
+
+
+def test_equimod_parameter_width_must_fit_the_configs_policy(tmp_path):
+  sd = equimod_state_dict(True, 5)  # the config's policy encodes its augmentations in another width
+  with pytest.raises(convert.ConvertError, match=r"proj_head_t\.0\.weight has shape \(6, 5\), expected \(6, \d+\)"):
+    convert.write_workdir(sd, "configs/equimod_byol_cifar10.py:smoke", TINY[:3], str(tmp_path / "w"))
+  with pytest.raises(convert.ConvertError, match=r"--config\.method=byol: the checkpoint sets config\.method"):
+    convert.write_workdir(sd, "configs/equimod_byol_cifar10.py:smoke", ["--config.method=byol"], str(tmp_path / "w"))

@@ -23,10 +23,11 @@ stripped by `convert.read_state_dict`):
 Linear → Dense `kernel = weight.T`; BatchNorm1d → scale, bias and the running mean/var (eps
 1e-5 on both sides). steerjax's hidden Dense layers have no bias (BN's shift makes it
 redundant): SIE's Linear bias b before a BatchNorm is folded into its running mean
-(BN(Wx + b) = BN'(Wx) with mean' = mean − b), exact in inference mode, the only mode a
-converted checkpoint is used in. What steerjax cannot express (a deep or biased hypernetwork,
-SIE's `--predictor` hidden layers, parts of the representation other than halves, hidden
-widths that differ) is an `OfficialCheckpointError` naming the first key that shows it.
+(BN(Wx + b) = BN'(Wx) with mean' = mean − b): exact in inference mode, and in training too,
+where the batch mean absorbs b. What steerjax cannot express (a deep or biased hypernetwork,
+SIE's `--predictor` hidden layers, an equivariant part other than half or all of the
+representation, hidden widths that differ) is an `OfficialCheckpointError` naming the first key
+that shows it.
 """
 
 import re
@@ -115,9 +116,9 @@ def mlp_head(state_dict: dict, prefix: str):
         origin[("params", name, "scale")] = f"{prefix}{bn}.weight"
         origin[("params", name, "bias")] = f"{prefix}{bn}.bias"
       if last:
-        if affine or bias is not None:
-          raise OfficialCheckpointError(f"{prefix}{bn}.weight: a last BatchNorm1d with affine parameters "
-                                        "(or after a biased Linear); steerjax's 'bn' output has none")
+        if affine:
+          raise OfficialCheckpointError(f"{prefix}{bn}.weight: a last BatchNorm1d with affine parameters; "
+                                        "steerjax's 'bn' output has none")
         output = "bn"
       else:
         if not affine:
@@ -134,12 +135,12 @@ def _linear_bn(state_dict: dict, prefix: str, width: int, affine: bool):
   (Dense params, BatchNorm params or None, BatchNorm stats)."""
   sd = _sub(state_dict, prefix)
   want = {"0.weight", "1.running_mean", "1.running_var"} | ({"1.weight", "1.bias"} if affine else set())
-  for key in sorted(want - set(sd)):
-    raise OfficialCheckpointError(f"missing key {prefix}{key} (EquiMod's {prefix[:-1]}: Linear without bias, "
-                                  f"BatchNorm1d{'' if affine else ' without affine parameters'})")
-  for key in sorted(set(sd) - want):
-    raise OfficialCheckpointError(f"unexpected key {prefix}{key}: steerers.EquiModPredictor has one "
-                                  f"Linear without bias and a BatchNorm1d{'' if affine else ' without affine parameters'} here")
+  layout = f"Linear without bias, BatchNorm1d{'' if affine else ' without affine parameters'}"
+  missing, extra = sorted(want - set(sd)), sorted(set(sd) - want)
+  if missing:
+    raise OfficialCheckpointError(f"missing key {prefix}{missing[0]} (EquiMod's {prefix[:-1]}: {layout})")
+  if extra:
+    raise OfficialCheckpointError(f"unexpected key {prefix}{extra[0]}: steerers.EquiModPredictor has {layout} here")
   if sd["0.weight"].shape[0] != width:
     raise OfficialCheckpointError(f"{prefix}0.weight has shape {tuple(sd['0.weight'].shape)}, expected "
                                   f"({width}, ·) (the equivariant width, proj_head_eq's output)")
