@@ -31,7 +31,8 @@ def _tiny_config(method="steerable", **eval_overrides):
   cfg.head.proj_hidden, cfg.head.proj_dim, cfg.head.proj_layers = 32, 16, 1
   cfg.progress = False
   cfg.eval.update(dict(probe_epochs=5, tta_views=3, tta_examples=24, max_examples=96,
-                       r2_hidden=16, r2_steps=20, batch_size=64, equivariance_examples=8, **{"evaluators": ALL, **eval_overrides}))
+                       r2_hidden=16, r2_steps=20, batch_size=64, equivariance_examples=8,
+                       factor_examples=48, **{"evaluators": ALL, **eval_overrides}))
   config_lib.validate(cfg)
   return cfg
 
@@ -63,8 +64,14 @@ def test_every_evaluator_reports_on_steerable(trained):
   for key in ("linear_probe_top1", "knn_top1", "steering_error", "gamma", "tta_steered_top1",
               "tta_image_top1", "corrupt_top1_mean", "ood_auc_steered_mean",
               "ood_auc_agreement_steered_mean", "ood_auc_neg_entropy_image_mean", "rotation_r2_all",
-              "equiv_corr_translate_overall"):
+              "equiv_corr_translate_overall", "ood_auc_knn_steered_mean", "tta_speedup",
+              "ood_feature_norm_ratio_mean"):
     assert np.isfinite(report[key]), key
+  # Every factor the policy varies and every rendered one, for the trained and the random encoder.
+  for factor in ("crop", "flip", "brightness", "contrast", "saturation", "hue", "grayscale",
+                 "rotation", "floor_hue", "light_hue", "light_direction"):
+    for suffix in ("", "_random_init"):
+      assert report[f"factor_r2_{factor}{suffix}"] <= 1, factor
   assert "ood_auc_agreement_none_mean" not in report  # one view always agrees with itself
   # ImageNet-C's 15 corruptions, generated (synthetic3d has no prepared corrupted set); no
   # baseline, so mCE is the plain mean error.

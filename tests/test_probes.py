@@ -137,3 +137,24 @@ def test_probe_protocol_selects_the_papers_settings():
                                              weight_decay=0.0, seed=0)
   lars = presets.lars(config_lib.base_config(), 10, 1000, 100, 1.0)
   assert lars.eval.probe_protocol == "equimod"
+
+
+def test_ridge_r2_equals_an_augmented_least_squares_fit():
+  """R² of the closed form against lstsq on [X; sqrt(ridge) I] (a different solver), on a target
+  that is partly linear in x and one that is pure noise."""
+  rng = np.random.default_rng(0)
+  x, vx = rng.normal(size=(200, 6)) * 3 + 1, rng.normal(size=(100, 6)) * 3 + 1
+  w = rng.normal(size=(6, 2))
+  y = np.c_[x @ w[:, 0] + 0.1 * rng.normal(size=200), rng.normal(size=200)]
+  vy = np.c_[vx @ w[:, 0] + 0.1 * rng.normal(size=100), rng.normal(size=100)]
+  ridge = 0.1
+  mean, std = x.mean(0), x.std(0)
+  xs, vxs = (x - mean) / std, (vx - mean) / std
+  design = np.r_[xs / np.sqrt(len(x)), np.sqrt(ridge) * np.eye(6)]
+  target = np.r_[(y - y.mean(0)) / np.sqrt(len(x)), np.zeros((6, 2))]
+  coef = np.linalg.lstsq(design, target, rcond=None)[0]
+  pred = vxs @ coef + y.mean(0)
+  expected = 1 - ((pred - vy) ** 2).sum(0) / ((vy - y.mean(0)) ** 2).sum(0)
+  got = probes.ridge_r2(x, y, vx, vy, ridge=ridge)
+  np.testing.assert_allclose(got, expected, rtol=1e-5)
+  assert got[0] > 0.9 and got[1] < 0.05  # the linear target is recovered, the noise is not

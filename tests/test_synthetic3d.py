@@ -169,3 +169,19 @@ def test_damaged_cache_is_named_and_rendered_again(tmp_path, monkeypatch, capsys
   for key in first:
     np.testing.assert_array_equal(first[key], again[key])
   assert os.path.getsize(path) == size  # the cache was rewritten whole
+
+
+def test_factor_probe_targets_are_continuous_encodings_of_the_latents():
+  from steerjax.evaluators import factor_probe  # pylint: disable=g-import-not-at-top
+  latent = synthetic3d.sample_latents(np.random.default_rng(0), 64)
+  t = factor_probe.rendered_targets(latent)
+  rot = t["rotation"].reshape(-1, 3, 3)
+  np.testing.assert_allclose(rot @ rot.transpose(0, 2, 1), np.broadcast_to(np.eye(3), rot.shape),
+                             atol=1e-6)
+  for name in ("floor_hue", "light_hue", "light_direction"):
+    np.testing.assert_allclose(np.linalg.norm(t[name], axis=-1), 1, atol=1e-6)
+  # Hue 0 and hue 1 are the same colour: the same target.
+  hues = factor_probe.rendered_targets(np.c_[np.zeros((2, 3)), [[0.0], [1.0]], np.zeros((2, 2)),
+                                             [[0.0], [1.0]]])
+  for name in ("floor_hue", "light_hue"):
+    np.testing.assert_allclose(hues[name][0], hues[name][1], atol=1e-6)

@@ -193,6 +193,23 @@ def linear_probe(
   return dict(top1=top1, top5=top5, head=head)
 
 
+def ridge_r2(train_x, train_y, val_x, val_y, *, ridge: float = 1e-2) -> np.ndarray:
+  """Per-target validation R² of a ridge regression y ≈ x W + b fitted on train: [T].
+
+  Features are standardised with the train statistics; W minimises the mean squared error plus
+  `ridge`·‖W‖² (closed form, float64). R² = 1 − SSE / Σ (y − mean of train y)², so a regressor
+  no better than the train mean scores ≤ 0.
+  """
+  mean, std = _moments(np.asarray(train_x, np.float32))
+  scale = lambda x: (np.asarray(x, np.float64) - mean) / np.maximum(std, 1e-6)
+  x, vx = scale(train_x), scale(val_x)
+  y, vy = np.asarray(train_y, np.float64), np.asarray(val_y, np.float64)
+  y_mean = y.mean(0)
+  w = np.linalg.solve(x.T @ x / len(x) + ridge * np.eye(x.shape[1]), x.T @ (y - y_mean) / len(x))
+  sse = ((vx @ w + y_mean - vy) ** 2).sum(0)
+  return 1.0 - sse / np.maximum(((vy - y_mean) ** 2).sum(0), 1e-12)
+
+
 def l2_normalize(x: jax.Array, axis: int = -1) -> jax.Array:
   return x / jnp.maximum(jnp.linalg.norm(x, axis=axis, keepdims=True), 1e-12)
 
