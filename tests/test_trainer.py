@@ -25,7 +25,10 @@ TINY = ["--config.data.num_objects=40", "--config.data.views_per_object=4",
 
 
 def _env(**extra):
-  return dict(os.environ, PYTHONUNBUFFERED="1", **extra)
+  """The subprocesses compile at XLA's lowest CPU optimisation level (compiling dominates these
+  tiny runs; a run and the run it is compared with always share the flags); `XLA_FLAGS` adds."""
+  flags = [os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0", extra.pop("XLA_FLAGS", "")]
+  return dict(os.environ, PYTHONUNBUFFERED="1", XLA_FLAGS=" ".join(f for f in flags if f), **extra)
 
 
 def _cli(workdir, *args, **popen):
