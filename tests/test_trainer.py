@@ -58,7 +58,7 @@ def _logged_steps(workdir):
     ("--config.optim.lr=0.1", "config.optim.lr is not a known key"),
     ("--config.batch_size=abc", "config.batch_size='abc'"),
     ("--config.method=simclrr", "one of supervised, steerable, simclr"),
-    ("--config.model.name=vgg", "config.model.name='vgg' is not allowed; expected one of resnet18, resnet50, vit, mixer"),
+    ("--config.model.name=vgg", "config.model.name='vgg' is not allowed; expected one of resnet18, resnet50, resnet18_sie, resnet50_sie, vit, mixer"),
     ("--config.augment.policy=autoaugment", "config.augment.policy='autoaugment' is not allowed"),
     ("--config.head.proj_output=bias", "expected one of bn, linear, linear_bias"),
 ])
