@@ -165,7 +165,7 @@ RANGES = {
     "eval.knn_k": (1, 10_000), "eval.equivariance_examples": (1, 10**6),
     "eval.probe_epochs": (1, 100_000), "eval.probe_lr": (Open(0), 100.0),
     "eval.probe_batch_size": (1, 2**20), "eval.pixel_probe_size": (0, 256),
-    "eval.ood_severity": (1, 5), "eval.ood_knn_k": (1, 10_000), "eval.factor_ridge": (0, 1e6),
+    "eval.ood_severity": (1, 5), "eval.ood_knn_k": (1, 10_000), "eval.factor_ridge": (Open(0), 1e6),
     "eval.factor_examples": (2, 10**7),
     "eval.r2_hidden": (1, _WIDTH), "eval.r2_steps": (1, 10**7),
     "eval.tta_views": (1, 1024), "eval.tta_examples": (1, 10**7),
