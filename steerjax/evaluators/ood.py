@@ -90,9 +90,8 @@ def _prepared(ctx: base.Context, name: str, severity: int, indices: np.ndarray):
   return base.read(source, indices)
 
 
-def _scored(ctx: base.Context, images_uint8: np.ndarray) -> dict:
-  """{mode: {"probs": [B, N, C], "knn": [B, N], "norm": [B]}} of the images' TTA views."""
-  out, _ = tta_eval.views(ctx, images_uint8)
+def _scored(ctx: base.Context, out: dict) -> dict:
+  """{mode: {"probs": [B, N, C], "knn": [B, N], "norm": [B]}} of TTA views (`tta.views`)."""
   bank = ctx.features("train")
   return {mode: {"probs": v["probs"],
                  "knn": ood.knn_similarities(v["features"], bank, ctx.config.eval.ood_knn_k),
@@ -128,7 +127,7 @@ def run(ctx: base.Context) -> dict:
   e = ctx.config.eval
   indices = ctx.capped_indices("val")[:e.tta_examples]
   val = ctx.subset("val", e.tta_examples)
-  clean = _scored(ctx, val["image"])
+  clean = _scored(ctx, tta_eval.val_views(ctx)[0])
   head = ctx.probe()["head"]
   out, per_corruption, by_views, prepared, errors, norms = {}, [], [], 0, {}, []
   for name in e.ood_corruptions:
@@ -139,7 +138,7 @@ def run(ctx: base.Context) -> dict:
                         (corruptions.corrupt(val["image"], name, severity, ctx.config.seed, indices),
                          val["label"]))
       if severity == e.ood_severity:
-        scored = _scored(ctx, images)
+        scored = _scored(ctx, tta_eval.views(ctx, images)[0])
         aucs = _aucs(clean, scored)
         per_corruption.append(aucs)
         by_views.append({score: auc_by_views(clean, scored, score) for score in ("msp", "knn")})
@@ -189,7 +188,8 @@ def _prepared_ood_sets(ctx: base.Context, clean: dict) -> dict:
     other = ctx.tfds_images(name, e.ood_split, e.tta_examples)
     if other is None:
       continue
-    for (score, mode), v in _aucs(clean, _scored(ctx, other["image"])).items():
+    scored = _scored(ctx, tta_eval.views(ctx, other["image"])[0])
+    for (score, mode), v in _aucs(clean, scored).items():
       out[f"ood_auc_{score}_{mode}_{name.replace('/', '_')}"] = v
   return out
 

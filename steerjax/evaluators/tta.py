@@ -97,6 +97,15 @@ def views(ctx: base.Context, images_uint8: np.ndarray) -> tuple[dict, dict[str, 
   return out, seconds
 
 
+def val_views(ctx: base.Context) -> tuple[dict, dict[str, float], np.ndarray]:
+  """`views` of the first `eval.tta_examples` val images and their labels, computed once per
+  context: the tta and ood evaluators share them. (views, seconds, labels)."""
+  def make():
+    val = ctx.subset("val", ctx.config.eval.tta_examples)
+    return (*views(ctx, val["image"]), val["label"])
+  return ctx.cached("tta_val_views", make)
+
+
 def view_probabilities(ctx: base.Context, images_uint8: np.ndarray) -> dict[str, np.ndarray]:
   """{mode: per-view class probabilities [B, N, C]} for no TTA (N = 1), image and steered TTA."""
   return {m: v["probs"] for m, v in views(ctx, images_uint8)[0].items()}
@@ -117,15 +126,14 @@ def accuracy_by_views(probs: dict[str, np.ndarray], labels: np.ndarray) -> tuple
 
 def run(ctx: base.Context) -> dict:
   applies(ctx)
-  val = ctx.subset("val", ctx.config.eval.tta_examples)
-  out, seconds = views(ctx, val["image"])
+  out, seconds, labels = val_views(ctx)
   probs = {m: v["probs"] for m, v in out.items()}
-  num_views, curves = accuracy_by_views(probs, val["label"])
+  num_views, curves = accuracy_by_views(probs, labels)
   if jax.process_index() == 0:
     report_lib.line_plot(os.path.join(ctx.workdir, PLOT), num_views, curves, log2_x=True,
                      xlabel="views N", ylabel="linear-probe top-1",
-                     title=f"TTA accuracy by number of views ({len(val['label'])} val images)")
-  ms = {f"tta_{name}_ms_per_image": 1e3 * s / len(val["label"]) for name, s in seconds.items()}
+                     title=f"TTA accuracy by number of views ({len(labels)} val images)")
+  ms = {f"tta_{name}_ms_per_image": 1e3 * s / len(labels) for name, s in seconds.items()}
   return ({f"tta_{mode}_top1": curve[-1] for mode, curve in curves.items()} | ms |
           {"tta_speedup": seconds["image"] / seconds["steered"]})
 
