@@ -82,18 +82,9 @@ class Bottleneck(nn.Module):
     return nn.relu(y + residual)
 
 
-class ResNet(nn.Module):
-  """ResNet trunk: `__call__(x [B,H,W,3] in [0,1], train) -> float32 [B, feature_dim]`.
-
-  `cifar_stem` replaces the 7x7/2 conv + 3x3/2 max-pool by one 3x3/1 conv, as
-  used for 32x32 images. `dtype` is the compute dtype (e.g. bfloat16); params
-  stay float32 and the pooled features are returned in float32.
-  """
-  stage_sizes: Sequence[int]
-  block_cls: Callable[..., nn.Module]
-  width_multiplier: float = 1.0
-  cifar_stem: bool = False
-  dtype: Any = jnp.float32
+class TrunkShape:
+  """Width, feature size and sown strides of a ResNet trunk, from its fields (`stage_sizes`,
+  `block_cls`, `width_multiplier`, `cifar_stem`): shared by `ResNet` and the SIE code's trunk."""
 
   @property
   def width(self) -> int:
@@ -110,6 +101,20 @@ class ResNet(nn.Module):
     stem = 1 if self.cifar_stem else 4
     names = ("stem",) + STAGE_NAMES[:len(self.stage_sizes)]
     return {name: stem * 2 ** max(0, i - 1) for i, name in enumerate(names)}
+
+
+class ResNet(TrunkShape, nn.Module):
+  """ResNet trunk: `__call__(x [B,H,W,3] in [0,1], train) -> float32 [B, feature_dim]`.
+
+  `cifar_stem` replaces the 7x7/2 conv + 3x3/2 max-pool by one 3x3/1 conv, as
+  used for 32x32 images. `dtype` is the compute dtype (e.g. bfloat16); params
+  stay float32 and the pooled features are returned in float32.
+  """
+  stage_sizes: Sequence[int]
+  block_cls: Callable[..., nn.Module]
+  width_multiplier: float = 1.0
+  cifar_stem: bool = False
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool):

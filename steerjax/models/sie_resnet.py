@@ -69,27 +69,14 @@ class BottleneckSIE(nn.Module):
     return nn.relu(y + residual)
 
 
-class ResNetSIE(nn.Module):
+class ResNetSIE(resnet.TrunkShape, nn.Module):
   """`__call__(x [B,H,W,3] in [0,1], train) -> float32 [B, feature_dim]`, sowing `stem` and
   `stage1`..`stage4` like `resnet.ResNet`."""
   stage_sizes: Sequence[int]
   block_cls: Callable[..., nn.Module]
   width_multiplier: float = 1.0
   dtype: Any = jnp.float32
-  cifar_stem = False  # read by shape helpers shared with `resnet.ResNet`
-
-  @property
-  def width(self) -> int:
-    return max(8, int(round(64 * self.width_multiplier)))
-
-  @property
-  def feature_dim(self) -> int:
-    return self.width * 2 ** (len(self.stage_sizes) - 1) * self.block_cls.expansion
-
-  @property
-  def strides(self) -> dict[str, int]:
-    names = ("stem",) + resnet.STAGE_NAMES[:len(self.stage_sizes)]
-    return {name: 4 * 2 ** max(0, i - 1) for i, name in enumerate(names)}
+  cifar_stem = False  # always the 7x7/2 stem: read by `resnet.TrunkShape` and shape helpers
 
   @nn.compact
   def __call__(self, x, train: bool):
