@@ -48,18 +48,11 @@ STUDY = Study(
                      f"factor_r2_{f}", a, b)
           for f in ("crop", "brightness", "contrast", "saturation")
           for a, b in (("steerable SimCLR", "SimCLR"), ("supervised+steerer", "supervised"))),
-        Comparison("steered TTA raises the clean-vs-corrupted OOD AUC (max softmax)",
-                   "ood_auc_steered_mean", "steerable SimCLR", "steerable SimCLR",
-                   metric_b="ood_auc_none_mean"),
-        Comparison("steered TTA raises the clean-vs-corrupted OOD AUC (max softmax)",
-                   "ood_auc_steered_mean", "supervised+steerer", "supervised+steerer",
-                   metric_b="ood_auc_none_mean"),
-        Comparison("steered TTA raises the clean-vs-corrupted OOD AUC (kNN score)",
-                   "ood_auc_knn_steered_mean", "steerable SimCLR", "steerable SimCLR",
-                   metric_b="ood_auc_knn_none_mean"),
-        Comparison("steered TTA raises the clean-vs-corrupted OOD AUC (kNN score)",
-                   "ood_auc_knn_steered_mean", "supervised+steerer", "supervised+steerer",
-                   metric_b="ood_auc_knn_none_mean"),
+        *(Comparison(f"steered TTA raises the clean-vs-corrupted OOD AUC ({label})",
+                     f"ood_auc_{score}steered_mean", setting, setting,
+                     metric_b=f"ood_auc_{score}none_mean")
+          for score, label in (("", "max softmax"), ("knn_", "kNN score"))
+          for setting in ("steerable SimCLR", "supervised+steerer")),
         Comparison("steerable more robust to corruptions", "corrupt_top1_mean",
                    "supervised+steerer", "supervised"),
     ),
