@@ -10,6 +10,7 @@ apply raises `NotApplicable` and is listed in the report as skipped, with its re
 import importlib
 import os
 import pkgutil
+import time
 from typing import Any
 
 import jax
@@ -62,11 +63,14 @@ def evaluate_run(run: train_lib.Run, workdir: str, ctx: Context | None = None) -
   plots: dict[str, list[str]] = {}
   skipped: dict[str, str] = {}
   for name in run.config.eval.evaluators:
+    start = time.perf_counter()
     try:
       result = REGISTRY[name].run(ctx)
     except NotApplicable as e:
       skipped[name] = str(e)
       continue
+    # Wall time of each evaluator, the features it is first to need (cached in ctx) included.
+    report[f"eval_seconds_{name}"] = time.perf_counter() - start
     report.update({k: float(v) for k, v in result.items()})
     section = REGISTRY[name].section
     sections.setdefault(section, []).extend(result)

@@ -76,6 +76,10 @@ def write(report: dict, sections: dict[str, list[str]], skipped: dict[str, str],
            f"Model {config.model.name} ×{config.model.width_multiplier}, {config.total_steps} steps "
            f"of batch {config.batch_size} ({report['train_seconds']:.0f} s). Online encoder, "
            "BatchNorm in inference mode."]
+  timed = {k[len("eval_seconds_"):]: v for k, v in report.items() if k.startswith("eval_seconds_")}
+  if timed:
+    lines += ["", f"Evaluation {sum(timed.values()):.0f} s: "
+              + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in timed.items()) + "."]
   headline = [k for s in order for k in HEADLINES.get(s, ()) if k in report]
   if headline:
     lines += ["", "**Headline:** " + ", ".join(f"{k} {report[k]:.4f}" for k in headline) + "."]
