@@ -13,6 +13,7 @@ from steerjax import config as config_lib
 from steerjax import evaluators
 from steerjax import train
 from steerjax.data.loader import read_pairs
+from steerjax.evaluators import report as report_lib
 from steerjax.evaluators import steering as steering_eval
 from steerjax.evaluators import transfer as transfer_eval
 from steerjax.evaluators import tta as tta_eval
@@ -130,8 +131,8 @@ def test_restored_run_gives_the_same_report(trained):
   finally:
     with cfg.unlocked():
       cfg.eval.evaluators = ALL
-  timed = {k for k in again if k.endswith("_ms_per_image") or k == "tta_speedup"}  # wall clock
-  assert timed and all(again[k] > 0 for k in timed)
+  timed = {k for k in again if report_lib.is_wall_clock(k)}
+  assert {"tta_speedup", "eval_seconds_tta", "train_seconds"} <= timed and all(again[k] > 0 for k in timed)
   assert ({k: v for k, v in again.items() if k not in timed} ==
           pytest.approx({k: report[k] for k in again if k not in timed}, rel=1e-5, abs=1e-6))
 

@@ -10,6 +10,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from steerjax.evaluators import report as report_lib
+
 from test_trainer import _cli, _final_params, _logged_steps
 
 STEPS = 30
@@ -17,19 +19,14 @@ ARGS = [f"--config.total_steps={STEPS}", "--config.checkpoint_every=3", "--confi
         '--config.eval.evaluators=("knn","steering")', "--config.eval.max_examples=64"]
 
 
-def _timing(key):
-  """Wall-clock figures, the only ones allowed to differ."""
-  return key in ("examples_per_s", "train_seconds") or key.startswith("eval_seconds_")
-
-
 def _metrics(workdir):
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [{k: v for k, v in json.loads(line).items() if not _timing(k)} for line in f]
+    return [{k: v for k, v in json.loads(line).items() if not report_lib.is_wall_clock(k)} for line in f]
 
 
 def _report(workdir):
   with open(os.path.join(workdir, "report.json")) as f:
-    return {k: v for k, v in json.load(f).items() if not _timing(k)}
+    return {k: v for k, v in json.load(f).items() if not report_lib.is_wall_clock(k)}
 
 
 def _save_in_flight(workdir):

@@ -67,6 +67,12 @@ def line_plot(path: str, x, series: dict[str, list[float]], *, xlabel: str, ylab
   fig.savefig(path, dpi=100)
 
 
+def is_wall_clock(key: str) -> bool:
+  """Whether a report or metrics key is a time measurement (it differs between identical runs)."""
+  return (key in ("train_seconds", "examples_per_s", "tta_speedup") or key.startswith("eval_seconds_")
+          or key.endswith("_ms_per_image"))
+
+
 def write(report: dict, sections: dict[str, list[str]], skipped: dict[str, str], config,
           workdir: str, order: list[str], plots: dict[str, list[str]] | None = None) -> None:
   """report.json and report.md; `plots`: {section: PNG names in the workdir} shown in it."""
