@@ -70,7 +70,7 @@ def evaluate_run(run: train_lib.Run, workdir: str, ctx: Context | None = None) -
       skipped[name] = str(e)
       continue
     # Wall time of each evaluator, the features it is first to need (cached in ctx) included.
-    report[f"eval_seconds_{name}"] = time.perf_counter() - start
+    report[report_lib.EVAL_SECONDS + name] = time.perf_counter() - start
     report.update({k: float(v) for k, v in result.items()})
     section = REGISTRY[name].section
     sections.setdefault(section, []).extend(result)

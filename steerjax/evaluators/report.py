@@ -67,9 +67,12 @@ def line_plot(path: str, x, series: dict[str, list[float]], *, xlabel: str, ylab
   fig.savefig(path, dpi=100)
 
 
+EVAL_SECONDS = "eval_seconds_"  # + evaluator name: its wall time in the report
+
+
 def is_wall_clock(key: str) -> bool:
   """Whether a report or metrics key is a time measurement (it differs between identical runs)."""
-  return (key in ("train_seconds", "examples_per_s", "tta_speedup") or key.startswith("eval_seconds_")
+  return (key in ("train_seconds", "examples_per_s", "tta_speedup") or key.startswith(EVAL_SECONDS)
           or key.endswith("_ms_per_image"))
 
 
@@ -82,7 +85,7 @@ def write(report: dict, sections: dict[str, list[str]], skipped: dict[str, str],
            f"Model {config.model.name} ×{config.model.width_multiplier}, {config.total_steps} steps "
            f"of batch {config.batch_size} ({report['train_seconds']:.0f} s). Online encoder, "
            "BatchNorm in inference mode."]
-  timed = {k[len("eval_seconds_"):]: v for k, v in report.items() if k.startswith("eval_seconds_")}
+  timed = {k[len(EVAL_SECONDS):]: v for k, v in report.items() if k.startswith(EVAL_SECONDS)}
   if timed:
     lines += ["", f"Evaluation {sum(timed.values()):.0f} s: "
               + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in timed.items()) + "."]
